@@ -1,0 +1,103 @@
+# One gate for contributors and CI: `make test`. The main job: `make up`.
+# Every environment is built here from the repository's own hashed locks.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+TOOLS_VENV := .venv-tools
+RUNTIME_VENV := .venv
+DEV_VENV := .venv-dev
+UV := $(TOOLS_VENV)/bin/uv
+AFCTL := $(RUNTIME_VENV)/bin/afctl
+DEV_PY := $(DEV_VENV)/bin/python
+# Offline-friendly AWS tooling: no telemetry, a region for the SDKs, fake credentials
+# so no tool ever looks for real ones (nothing here talks to AWS).
+export SAM_CLI_TELEMETRY := 0
+export AWS_DEFAULT_REGION ?= us-east-1
+export AWS_REGION ?= us-east-1
+export AWS_ACCESS_KEY_ID ?= testing
+export AWS_SECRET_ACCESS_KEY ?= testing
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help
+help: ## Show the targets
+	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+# --- environments --------------------------------------------------------------------------
+$(UV): .ci/uv-requirements.txt
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+		-r .ci/uv-requirements.txt
+	touch $@
+
+# Runtime: Airflow + providers + the control plane (what `make up` runs).
+$(RUNTIME_VENV)/.installed: $(UV) airflow_image/requirements.txt pyproject.toml
+	[ -x $(RUNTIME_VENV)/bin/python ] || $(UV) venv --quiet --python $(PYTHON) $(RUNTIME_VENV)
+	$(UV) pip sync --quiet --python $(RUNTIME_VENV)/bin/python --require-hashes airflow_image/requirements.txt
+	$(UV) pip install --quiet --python $(RUNTIME_VENV)/bin/python --no-deps --no-build-isolation -e .
+	touch $@
+
+# Development: test and static-check tools + the control plane (no Airflow; tests reach
+# Airflow as real processes from the runtime environment).
+$(DEV_VENV)/.installed: $(UV) tests/requirements.txt pyproject.toml
+	[ -x $(DEV_PY) ] || $(UV) venv --quiet --python $(PYTHON) $(DEV_VENV)
+	$(UV) pip sync --quiet --python $(DEV_PY) --require-hashes tests/requirements.txt
+	$(UV) pip install --quiet --python $(DEV_PY) --no-deps --no-build-isolation -e .
+	touch $@
+
+.PHONY: venvs
+venvs: $(RUNTIME_VENV)/.installed $(DEV_VENV)/.installed ## Build both environments from the locks
+
+.PHONY: lock
+lock: $(UV) ## Re-resolve and re-lock all dependency sets (after editing a requirements.in)
+	$(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+		airflow_image/requirements.in -o airflow_image/requirements.txt
+	$(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+		-c airflow_image/requirements.txt functions/common/requirements.in -o functions/common/requirements.txt
+	$(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+		tests/requirements.in -o tests/requirements.txt
+
+# --- the main job ----------------------------------------------------------------------------
+.PHONY: up
+up: $(RUNTIME_VENV)/.installed ## Bring up the local Airflow environment (no AWS, no Docker)
+	$(AFCTL) up
+
+.PHONY: down
+down: $(RUNTIME_VENV)/.installed ## Hibernate the local environment; leaves no process behind
+	$(AFCTL) down
+
+.PHONY: status
+status: $(RUNTIME_VENV)/.installed ## Show each local service's desired/running count and health
+	$(AFCTL) status
+
+# --- the gate ----------------------------------------------------------------------------------
+.PHONY: lint
+lint: $(DEV_VENV)/.installed ## ruff + hadolint
+	$(DEV_VENV)/bin/ruff check .
+	$(DEV_VENV)/bin/ruff format --check .
+	$(DEV_VENV)/bin/hadolint airflow_image/Dockerfile
+
+.PHONY: typecheck
+typecheck: $(DEV_VENV)/.installed ## mypy (strict) on the control-plane code
+	$(DEV_VENV)/bin/mypy
+
+.PHONY: sam
+sam: $(DEV_VENV)/.installed ## sam validate --lint and sam build (no container)
+	PATH="$(CURDIR)/$(DEV_VENV)/bin:$$PATH" $(DEV_VENV)/bin/sam validate --lint --template template.yaml
+	PATH="$(CURDIR)/$(DEV_VENV)/bin:$$PATH" $(DEV_VENV)/bin/sam build --template template.yaml \
+		--build-dir .aws-sam/build --cached --cache-dir .aws-sam/cache
+
+# pytest exits 5 when it collected nothing: for this project that is a broken gate, not a pass.
+.PHONY: pytest
+pytest: venvs ## Every test: unit, contract, statemachines, integration
+	rc=0; $(DEV_PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing the gate" >&2; exit 1; fi; \
+	exit $$rc
+
+.PHONY: test
+test: lint typecheck sam pytest ## The whole gate (what CI runs)
+
+.PHONY: clean
+clean: ## Remove build output (keeps the environments and local state)
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from airflow_control_plane.cli import main
+
+main()

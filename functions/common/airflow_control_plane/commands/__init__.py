@@ -1,0 +1,1 @@
+"""afctl subcommands: one module per area, each exposing ``COMMANDS``."""

@@ -1,0 +1,172 @@
+"""Shared fixtures: the repository, the Airflow runtime environment, and per-run
+PostgreSQL databases and Redis db numbers.
+
+Integration tests use the PostgreSQL and Redis running on the machine (defaults
+127.0.0.1:5432 trust auth and 127.0.0.1:6379; override with TEST_PG_DSN_BASE and
+TEST_REDIS_URL_BASE). Each test run creates its own database and claims its own Redis
+db number, so concurrent runs never collide, and cleans up afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pg8000.native
+import pytest
+import redis
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EVENTS_DIR = REPO_ROOT / "events"
+RUNTIME_VENV = Path(os.environ.get("AIRFLOW_RUNTIME_VENV", REPO_ROOT / ".venv"))
+
+PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("TEST_PG_USER", "postgres")
+REDIS_HOST = os.environ.get("TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("TEST_REDIS_PORT", "6379"))
+_REDIS_CLAIM_TTL_S = 6 * 3600
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+def load_event(name: str) -> dict[str, object]:
+    """Load a sample event from events/ (they double as test fixtures)."""
+    data = json.loads((EVENTS_DIR / name).read_text())
+    assert isinstance(data, dict), f"events/{name} must hold a JSON object"
+    return data
+
+
+@dataclass(frozen=True)
+class AirflowRuntime:
+    """The runtime environment (.venv) built from airflow_image/requirements.txt."""
+
+    venv: Path
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    @property
+    def airflow(self) -> Path:
+        return self.venv / "bin" / "airflow"
+
+    @property
+    def afctl(self) -> Path:
+        return self.venv / "bin" / "afctl"
+
+
+@pytest.fixture(scope="session")
+def airflow_runtime() -> AirflowRuntime:
+    runtime = AirflowRuntime(RUNTIME_VENV)
+    if not runtime.airflow.exists():
+        pytest.fail(
+            f"the Airflow runtime environment is missing at {runtime.venv}: run `make venvs` "
+            "(make test builds it before running pytest)"
+        )
+    return runtime
+
+
+@dataclass(frozen=True)
+class PostgresDatabase:
+    host: str
+    port: int
+    user: str
+    name: str
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """URL for Airflow's metadata connection (psycopg2 driver in the runtime)."""
+        return f"postgresql+psycopg2://{self.user}@{self.host}:{self.port}/{self.name}"
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.name}"
+
+    def connect(self) -> pg8000.native.Connection:
+        return pg8000.native.Connection(user=self.user, host=self.host, port=self.port, database=self.name)
+
+
+def _admin_connection() -> pg8000.native.Connection:
+    try:
+        return pg8000.native.Connection(user=PG_USER, host=PG_HOST, port=PG_PORT, database="postgres")
+    except Exception as exc:  # pragma: no cover - environment problem, reported clearly
+        pytest.fail(f"cannot reach PostgreSQL at {PG_HOST}:{PG_PORT} as {PG_USER}: {exc}")
+
+
+@pytest.fixture(scope="session")
+def pg_database_factory() -> Iterator[object]:
+    """Create fresh, uniquely named databases for this run; drop them all at the end."""
+    created: list[str] = []
+
+    def create(label: str = "t") -> PostgresDatabase:
+        name = f"acp_{label}_{os.getpid()}_{uuid.uuid4().hex[:8]}".lower()
+        admin = _admin_connection()
+        try:
+            admin.run(f'CREATE DATABASE "{name}"')
+        finally:
+            admin.close()
+        created.append(name)
+        return PostgresDatabase(PG_HOST, PG_PORT, PG_USER, name)
+
+    yield create
+
+    admin = _admin_connection()
+    try:
+        for name in created:
+            admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def pg_database(pg_database_factory: object) -> PostgresDatabase:
+    """One database for the whole run (tests that need isolation call the factory)."""
+    assert callable(pg_database_factory)
+    db = pg_database_factory("run")
+    assert isinstance(db, PostgresDatabase)
+    return db
+
+
+@dataclass(frozen=True)
+class RedisDatabase:
+    host: str
+    port: int
+    db: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host=self.host, port=self.port, db=self.db)
+
+
+@pytest.fixture(scope="session")
+def redis_database() -> Iterator[RedisDatabase]:
+    """Claim a free Redis db number (1-15) for this run with SET NX in db 0; flush and release it."""
+    control = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=0)
+    try:
+        control.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"cannot reach Redis at {REDIS_HOST}:{REDIS_PORT}: {exc}")
+    token = secrets.token_hex(8)
+    for number in range(1, 16):
+        if control.set(f"acp-test-claim:{number}", token, nx=True, ex=_REDIS_CLAIM_TTL_S):
+            break
+    else:
+        pytest.fail("all Redis db numbers 1-15 are claimed by other test runs")
+    database = RedisDatabase(REDIS_HOST, REDIS_PORT, number)
+    database.client().flushdb()
+    yield database
+    database.client().flushdb()
+    if control.get(f"acp-test-claim:{number}") == token.encode():
+        control.delete(f"acp-test-claim:{number}")
