@@ -1,0 +1,1 @@
+"""Environment bring-up and hibernate: the step order, shared by AWS and local runs."""
