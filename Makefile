@@ -82,6 +82,10 @@ lint: $(DEV_VENV)/.installed ## ruff + hadolint
 typecheck: $(DEV_VENV)/.installed ## mypy (strict) on the control-plane code
 	$(DEV_VENV)/bin/mypy
 
+.PHONY: dags-check
+dags-check: $(RUNTIME_VENV)/.installed ## Load every DAG with real Airflow; fail on import errors or house-rule findings
+	$(AFCTL) dags check dags --strict
+
 .PHONY: sam
 sam: $(DEV_VENV)/.installed ## sam validate --lint and sam build (no container)
 	PATH="$(CURDIR)/$(DEV_VENV)/bin:$$PATH" $(DEV_VENV)/bin/sam validate --lint --template template.yaml
@@ -96,7 +100,7 @@ pytest: venvs ## Every test: unit, contract, statemachines, integration
 	exit $$rc
 
 .PHONY: test
-test: lint typecheck sam pytest ## The whole gate (what CI runs)
+test: lint typecheck dags-check sam pytest ## The whole gate (what CI runs)
 
 .PHONY: clean
 clean: ## Remove build output (keeps the environments and local state)
