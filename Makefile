@@ -71,6 +71,15 @@ down: $(RUNTIME_VENV)/.installed ## Hibernate the local environment; leaves no p
 status: $(RUNTIME_VENV)/.installed ## Show each local service's desired/running count and health
 	$(AFCTL) status
 
+# --- figures ---------------------------------------------------------------------------------
+.PHONY: simulate
+simulate: $(RUNTIME_VENV)/.installed ## Replay the shipped weekday trace: policy vs KEDA vs always-on
+	$(AFCTL) simulate
+
+.PHONY: bench-scaling
+bench-scaling: $(RUNTIME_VENV)/.installed ## Autoscaler decision latency on 1,000,000 task instances + simulation (~1 min)
+	$(AFCTL) bench-scaling
+
 # --- the gate ----------------------------------------------------------------------------------
 .PHONY: lint
 lint: $(DEV_VENV)/.installed ## ruff + hadolint

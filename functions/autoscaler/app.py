@@ -1,0 +1,129 @@
+"""Autoscaler Lambda: size each Celery worker ECS service from queue demand.
+
+Triggered by an EventBridge schedule (every minute) or invoked with a dry-run event. Parse the
+event, build the adapters (once per container), evaluate (read -> decide -> act), log every
+decision with its reason, emit metrics, return the decisions. Outside failures never scale
+down; they are returned in ``errors`` and counted in the ``ScalingErrors`` metric.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from airflow_control_plane.scaling.broker import RedisQueueDepth
+from airflow_control_plane.scaling.config import AutoscalerConfig
+from airflow_control_plane.scaling.demand import PgDemandReader, connection_kwargs
+from airflow_control_plane.scaling.ecs import EcsWorkerServices
+from airflow_control_plane.scaling.events import EventBridgePublisher
+from airflow_control_plane.scaling.hibernation import SchedulerStopped
+from airflow_control_plane.scaling.memory import EcsTagStore
+from airflow_control_plane.scaling.policy import Action
+from airflow_control_plane.scaling.request import parse_request
+from airflow_control_plane.scaling.service import ScalingPorts, ScalingRun, evaluate
+
+logger = Logger(service="autoscaler")
+metrics = Metrics(service="autoscaler")
+tracer = Tracer(service="autoscaler")
+SECRET_MAX_AGE_S = 300
+
+
+class _SecretBroker:
+    """Reads the broker URL secret on first use, so a secret failure is a guarded broker read."""
+
+    def __init__(self, secret: str, key_prefix: str) -> None:
+        self._secret = secret
+        self._prefix = key_prefix
+
+    def waiting(self, queue: str) -> int:
+        url = str(parameters.get_secret(self._secret, max_age=SECRET_MAX_AGE_S))
+        return RedisQueueDepth.from_url(url, global_keyprefix=self._prefix).waiting(queue)
+
+
+def _db_connector(secret: str) -> Any:
+    def connect() -> Any:
+        import pg8000.native
+
+        dsn = str(parameters.get_secret(secret, max_age=SECRET_MAX_AGE_S))
+        return pg8000.native.Connection(**connection_kwargs(dsn))
+
+    return connect
+
+
+@lru_cache(maxsize=1)
+def build_runtime() -> tuple[AutoscalerConfig, ScalingPorts]:
+    """Config and adapters, built once per Lambda container (clients injected into adapters)."""
+    config = AutoscalerConfig.from_env()
+    ecs = boto3.client("ecs")
+    services = EcsWorkerServices(ecs, config.cluster)
+    ports = ScalingPorts(
+        demand=PgDemandReader(_db_connector(config.metadata_db_secret)),
+        broker=_SecretBroker(config.broker_url_secret, config.broker_key_prefix),
+        services=services,
+        memory=EcsTagStore(ecs, config.cluster),
+        hibernation=SchedulerStopped(services, config.scheduler_service),
+        publisher=EventBridgePublisher(boto3.client("events"), config.event_bus, config.environment),
+    )
+    return config, ports
+
+
+def emit_metrics(run: ScalingRun) -> None:
+    """Per queue: demand, desired (target), running, action; overall: errors."""
+    for outcome in run.outcomes:
+        decision = outcome.decision
+        values = {
+            "QueueDemand": decision.demand,
+            "ScaleUp": int(outcome.applied and decision.action is Action.SCALE_UP),
+            "ScaleDown": int(outcome.applied and decision.action is Action.SCALE_DOWN),
+        }
+        if outcome.running is not None:  # the worker service was read: its counts are real
+            values["DesiredWorkers"] = decision.target
+            values["RunningWorkers"] = outcome.running
+        for name, value in values.items():
+            with single_metric(name=name, unit=MetricUnit.Count, value=value) as metric:
+                metric.add_dimension("queue", decision.queue)
+    metrics.add_metric(name="ScalingErrors", unit=MetricUnit.Count, value=len(run.errors))
+
+
+def shape_result(run: ScalingRun) -> dict[str, Any]:
+    return {
+        "dryRun": run.dry_run,
+        "hibernated": run.hibernated,
+        "decisions": [
+            {
+                "queue": o.decision.queue,
+                "service": o.decision.service,
+                "action": o.decision.action.value,
+                "from": o.decision.current,
+                "to": o.decision.target,
+                "applied": o.applied,
+                "reason": o.decision.reason,
+            }
+            for o in run.outcomes
+        ],
+        "errors": list(run.errors),
+    }
+
+
+@logger.inject_lambda_context(log_event=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = parse_request(event, fallback_now=datetime.now(UTC))
+    config, ports = build_runtime()
+    run = evaluate(config.queues, ports, request.now, dry_run=request.dry_run or config.dry_run)
+    for outcome in run.outcomes:
+        logger.info(
+            outcome.decision.reason, extra={"queue": outcome.decision.queue, "applied": outcome.applied}
+        )
+    for error in run.errors:
+        logger.error("scaling input or action failed; no scale-down on it", extra={"error": error})
+    emit_metrics(run)
+    return shape_result(run)
