@@ -72,6 +72,11 @@ status: $(RUNTIME_VENV)/.installed ## Show each local service's desired/running 
 	$(AFCTL) status
 
 # --- figures ---------------------------------------------------------------------------------
+.PHONY: bench-dagsync
+bench-dagsync: $(RUNTIME_VENV)/.installed ## DAG sync figures on a 2,000-file repo vs a naive clone+copy (file:// and HTTP)
+	$(AFCTL) bench-dagsync
+	$(AFCTL) bench-dagsync --http
+
 .PHONY: simulate
 simulate: $(RUNTIME_VENV)/.installed ## Replay the shipped weekday trace: policy vs KEDA vs always-on
 	$(AFCTL) simulate

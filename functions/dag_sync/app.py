@@ -1,0 +1,133 @@
+"""The DAG sync Lambda: publish the configured repository's DAGs into the EFS-mounted DAGs folder.
+
+Input: an EventBridge scheduled event (sync the ref's tip), the webhook Lambda's asynchronous
+hand-off ``{"trigger": "webhook", "sha": ..., "delivery_id": ...}``, or an operator's
+``{"trigger": "manual", "rollback_to": "<sha>"}``. Reserved concurrency 1 plus the lock on
+the target keep it to one sync per target. Errors are raised typed (RefNotFoundError,
+ReleaseValidationError, GitAuthenticationError, RemoteUnavailableError, SyncBusyError, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from airflow_control_plane.config import optional_int, optional_str, require_str
+from airflow_control_plane.dagsync.credentials import SecretReader, SecretsManagerSecret, parse_secret
+from airflow_control_plane.dagsync.events import EventBridgePublisher
+from airflow_control_plane.dagsync.git_source import DulwichGitSource
+from airflow_control_plane.dagsync.local import system_clock
+from airflow_control_plane.dagsync.service import DEFAULT_LOCK_TTL_S, SyncResult, SyncSettings, sync_once
+from airflow_control_plane.dagsync.webhook import SyncRequest
+from airflow_control_plane.errors import InvalidInputError
+
+logger = Logger(service="dag-sync")
+metrics = Metrics(service="dag-sync")
+tracer = Tracer(service="dag-sync")
+
+
+@dataclass(frozen=True)
+class DagSyncConfig:
+    repo_url: str
+    ref: str
+    subdir: str
+    target: Path
+    cache_dir: Path
+    token_secret_id: str
+    event_bus_name: str
+    keep_releases: int
+    min_release_age_s: int
+    history_depth: int
+
+    @classmethod
+    def from_env(cls) -> DagSyncConfig:
+        return cls(
+            repo_url=require_str("DAG_REPO_URL"),
+            ref=optional_str("DAG_REPO_REF", "main"),
+            subdir=optional_str("DAG_REPO_SUBDIR", ""),
+            target=Path(require_str("DAGS_TARGET_DIR")),
+            cache_dir=Path(optional_str("GIT_CACHE_DIR", "/tmp/dagsync-cache")),  # noqa: S108 - Lambda's /tmp
+            token_secret_id=optional_str("GIT_TOKEN_SECRET_ARN", ""),
+            event_bus_name=optional_str("EVENT_BUS_NAME", "default"),
+            keep_releases=optional_int("KEEP_RELEASES", 5, minimum=1),
+            min_release_age_s=optional_int("MIN_RELEASE_AGE_SECONDS", 3600, minimum=0),
+            history_depth=optional_int("GIT_HISTORY_DEPTH", 50, minimum=1),
+        )
+
+    def settings(self) -> SyncSettings:
+        return SyncSettings(
+            repository=self.repo_url,
+            ref=self.ref,
+            target=self.target,
+            subdir=self.subdir,
+            keep_releases=self.keep_releases,
+            min_release_age_s=float(self.min_release_age_s),
+            lock_ttl_s=DEFAULT_LOCK_TTL_S,
+        )
+
+
+def parse_request(event: dict[str, Any]) -> SyncRequest:
+    """Turn the raw event into a SyncRequest; anything unrecognised is rejected, nothing done."""
+    if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
+        return SyncRequest(trigger="schedule")
+    trigger = event.get("trigger")
+    if trigger in ("webhook", "manual", "schedule"):
+        fields = {k: event.get(k) for k in ("sha", "rollback_to", "delivery_id")}
+        if any(v is not None and not isinstance(v, str) for v in fields.values()):
+            raise InvalidInputError("sha, rollback_to and delivery_id must be strings")
+        return SyncRequest(trigger=str(trigger), **fields)
+    raise InvalidInputError("unrecognised event: expected a scheduled event or a {'trigger': ...} request")
+
+
+@cache
+def _secrets_client() -> Any:
+    return boto3.client("secretsmanager")
+
+
+@cache
+def _events_client() -> Any:
+    return boto3.client("events")
+
+
+def build_source(config: DagSyncConfig, secret: SecretReader | None) -> DulwichGitSource:
+    credentials = parse_secret(secret.read()) if secret is not None else None
+    return DulwichGitSource(
+        config.repo_url, config.cache_dir, credentials, history_depth=config.history_depth
+    )
+
+
+def record_metrics(result: SyncResult) -> None:
+    metrics.add_metric(name=f"Sync{result.action.capitalize()}", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="SyncDuration", unit=MetricUnit.Seconds, value=result.duration_s)
+    if result.action == "published":
+        metrics.add_metric(name="FilesWritten", unit=MetricUnit.Count, value=result.files_written)
+        metrics.add_metric(name="BytesWritten", unit=MetricUnit.Bytes, value=result.bytes_written)
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    config = DagSyncConfig.from_env()
+    request = parse_request(event)
+    logger.info("sync requested", extra={"request": request.to_payload(), "ref": config.ref})
+    secret = (
+        SecretsManagerSecret(_secrets_client(), config.token_secret_id) if config.token_secret_id else None
+    )
+    source = build_source(config, secret)
+    publisher = EventBridgePublisher(_events_client(), config.event_bus_name)
+    try:
+        result = sync_once(config.settings(), request, source, publisher, system_clock())
+    except Exception:
+        metrics.add_metric(name="SyncFailed", unit=MetricUnit.Count, value=1)
+        raise
+    record_metrics(result)
+    logger.info(result.reason, extra={"result": result.to_dict()})
+    return result.to_dict()

@@ -1,0 +1,194 @@
+"""DAG sync adapters against their real counterparts: moto for AWS, the real filesystem for locks."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.session
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from airflow_control_plane.dagsync.credentials import SecretsManagerSecret, parse_secret
+from airflow_control_plane.dagsync.errors import LockLostError, SyncBusyError
+from airflow_control_plane.dagsync.events import RELEASE_PUBLISHED, EventBridgePublisher, JsonLinesPublisher
+from airflow_control_plane.dagsync.lock import LOCK_NAME, FileLock
+from airflow_control_plane.dagsync.webhook import FileDeliveryStore, LambdaAsyncDispatcher, SyncRequest
+from airflow_control_plane.errors import ConfigError, TransientError
+
+pytestmark = pytest.mark.contract
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield
+
+
+@pytest.mark.usefixtures("aws")
+def test_eventbridge_publisher_delivers_the_event_to_a_rule_target() -> None:
+    # GIVEN a bus with a rule that forwards DAG sync events to a queue
+    events, sqs = boto3.client("events", region_name=REGION), boto3.client("sqs", region_name=REGION)
+    events.create_event_bus(Name="airflow")
+    queue_url = sqs.create_queue(QueueName="dagsync-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    events.put_rule(
+        Name="dagsync",
+        EventBusName="airflow",
+        EventPattern=json.dumps({"source": ["airflow-control-plane.dagsync"]}),
+    )
+    events.put_targets(Rule="dagsync", EventBusName="airflow", Targets=[{"Id": "q", "Arn": queue_arn}])
+    # WHEN a release is announced
+    EventBridgePublisher(events, "airflow").publish(RELEASE_PUBLISHED, {"sha": "a" * 40, "files_changed": 2})
+    # THEN the event arrives with its detail type and detail
+    messages = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1)["Messages"]
+    body = json.loads(messages[0]["Body"])
+    assert body["detail-type"] == RELEASE_PUBLISHED
+    assert body["detail"] == {"sha": "a" * 40, "files_changed": 2}
+
+
+def test_eventbridge_publisher_raises_when_an_entry_fails() -> None:
+    client = botocore.session.get_session().create_client("events", region_name=REGION)
+    with Stubber(client) as stub:
+        stub.add_response(
+            "put_events",
+            {"FailedEntryCount": 1, "Entries": [{"ErrorCode": "Throttling", "ErrorMessage": "slow"}]},
+        )
+        with pytest.raises(TransientError, match="Throttling"):
+            EventBridgePublisher(client, "airflow").publish(RELEASE_PUBLISHED, {})
+
+
+@pytest.mark.usefixtures("aws")
+def test_secrets_manager_secret_reads_a_token_and_hides_missing_secret_details() -> None:
+    client = boto3.client("secretsmanager", region_name=REGION)
+    arn = client.create_secret(Name="dagsync/git-token", SecretString='{"token": "glpat-abc"}')["ARN"]
+    creds = parse_secret(SecretsManagerSecret(client, arn).read(), default_username="oauth2")
+    assert (creds.username, creds.password) == ("oauth2", "glpat-abc")
+    with pytest.raises(ConfigError, match="cannot read secret dagsync/missing: ResourceNotFoundException"):
+        SecretsManagerSecret(client, "dagsync/missing").read()
+
+
+def test_lambda_async_dispatcher_invokes_with_event_invocation_type() -> None:
+    # GIVEN a Lambda client checked against botocore's API model
+    client = botocore.session.get_session().create_client("lambda", region_name=REGION)
+    request = SyncRequest(trigger="webhook", sha="b" * 40, delivery_id="d-1")
+    with Stubber(client) as stub:
+        stub.add_response(
+            "invoke",
+            {"StatusCode": 202},
+            {
+                "FunctionName": "dag-sync",
+                "InvocationType": "Event",
+                "Payload": json.dumps(request.to_payload()).encode(),
+            },
+        )
+        stub.add_response("invoke", {"StatusCode": 500})
+        # WHEN a push is handed off THEN it is an asynchronous invoke with the request as payload
+        LambdaAsyncDispatcher(client, "dag-sync").dispatch(request)
+        # AND a refused invoke is an error, not silence
+        with pytest.raises(TransientError):
+            LambdaAsyncDispatcher(client, "dag-sync").dispatch(request)
+        stub.assert_no_pending_responses()
+
+
+def test_json_lines_publisher_appends_one_event_per_line(tmp_path: Path) -> None:
+    path = tmp_path / "events" / "dagsync.jsonl"
+    publisher = JsonLinesPublisher(path)
+    publisher.publish(RELEASE_PUBLISHED, {"sha": "1"})
+    publisher.publish(RELEASE_PUBLISHED, {"sha": "2"})
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["detail"]["sha"] for line in lines] == ["1", "2"]
+    assert lines[0]["detail-type"] == RELEASE_PUBLISHED
+
+
+def test_file_lock_excludes_a_second_holder_until_released(tmp_path: Path) -> None:
+    first = FileLock(tmp_path, "one", ttl_s=60, clock=time.time)
+    second = FileLock(tmp_path, "two", ttl_s=60, clock=time.time)
+    with first:
+        with pytest.raises(SyncBusyError, match="another sync holds"):
+            second.acquire()
+        first.verify()
+    second.acquire()
+    second.release()
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_stale_lock_is_taken_over_and_its_old_holder_cannot_publish(tmp_path: Path) -> None:
+    now = [1000.0]
+    dead = FileLock(tmp_path, "dead", ttl_s=10, clock=lambda: now[0])
+    dead.acquire()
+    # WHEN the holder's expiry passes
+    now[0] += 11
+    taker = FileLock(tmp_path, "taker", ttl_s=10, clock=lambda: now[0])
+    taker.acquire()
+    # THEN the new holder owns it and the old one is told before its irreversible step
+    assert taker.took_over == "dead"
+    taker.verify()
+    with pytest.raises(LockLostError):
+        dead.verify()
+    dead.release()  # releasing a lock one no longer owns leaves the new owner's lock alone
+    taker.verify()
+
+
+def _contend(directory: str, owner: str, results: Any) -> None:
+    """Try until the lock is held (bounded), hold it briefly, report the interval."""
+    lock = FileLock(Path(directory), owner, ttl_s=60, clock=time.time)
+    busy = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            lock.acquire()
+        except SyncBusyError:
+            busy += 1
+            time.sleep(0.01)
+            continue
+        start = time.monotonic()
+        time.sleep(0.05)
+        end = time.monotonic()
+        lock.release()
+        results.put((owner, start, end, busy))
+        return
+    results.put((owner, -1.0, -1.0, busy))
+
+
+def test_racing_processes_hold_the_lock_one_at_a_time(tmp_path: Path) -> None:
+    # GIVEN eight processes racing for one lock, each retrying until it holds it once
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_contend, args=(str(tmp_path), f"p{i}", results)) for i in range(8)]
+    for proc in procs:
+        proc.start()
+    outcomes = sorted((results.get(timeout=90) for _ in procs), key=lambda o: o[1])
+    for proc in procs:
+        proc.join(timeout=30)
+    # THEN every one got it, and no two holding intervals overlap (CLOCK_MONOTONIC is system-wide)
+    assert all(start >= 0 for _, start, _, _ in outcomes)
+    for (_, _, end, _), (_, next_start, _, _) in itertools.pairwise(outcomes):
+        assert end <= next_start
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_file_delivery_store_claims_once_and_prunes(tmp_path: Path) -> None:
+    store = FileDeliveryStore(tmp_path / ".webhook-deliveries")
+    assert store.claim("abc-1", now=1.0)
+    assert not store.claim("abc-1", now=2.0)
+    store.unclaim("abc-1")
+    assert store.claim("abc-1", now=3.0)
+    assert store.prune(older_than=time.time() + 10) == 1
+    assert store.claim("abc-1", now=4.0)

@@ -1,0 +1,163 @@
+"""The two Lambda handlers with moto (Secrets Manager, EventBridge), a real Git repo and a real folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import boto3
+import botocore.session
+import pytest
+from botocore.stub import ANY, Stubber
+from moto import mock_aws
+
+from airflow_control_plane.errors import InvalidInputError
+from tests.conftest import REPO_ROOT, load_event
+
+pytestmark = pytest.mark.contract
+
+REGION = "us-east-1"
+EVENTS_SECRET = "dagsync-test-webhook-secret"  # the secret events/github_*.json are signed with
+CONTEXT = SimpleNamespace(
+    function_name="test",
+    memory_limit_in_mb=256,
+    invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:test",
+    aws_request_id="req-1",
+)
+
+
+def _load(name: str) -> ModuleType:
+    path = REPO_ROOT / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_app", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "POWERTOOLS_METRICS_NAMESPACE": "AirflowControlPlaneTest",
+        "POWERTOOLS_DEV": "false",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield
+
+
+def _origin(tmp_path: Path) -> tuple[str, str]:
+    repo = tmp_path / "origin"
+    repo.mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x.invalid"}
+    env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x.invalid"}
+    (repo / "dags").mkdir()
+    (repo / "dags" / "hello.py").write_text("HELLO = 1\n")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "c"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, env=env, capture_output=True)
+    sha = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    )
+    return f"file://{repo}", sha.stdout.strip()
+
+
+@pytest.mark.usefixtures("aws")
+def test_the_sync_lambda_publishes_on_the_schedule_and_announces_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a repository, a token secret, an event bus and the EFS mount (a folder here)
+    url, sha = _origin(tmp_path)
+    secret_arn = boto3.client("secretsmanager").create_secret(Name="git-token", SecretString="tok-123")["ARN"]
+    events = boto3.client("events")
+    events.create_event_bus(Name="airflow")
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="q")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="all", EventBusName="airflow", EventPattern=json.dumps({"source": [{"prefix": ""}]}))
+    events.put_targets(Rule="all", EventBusName="airflow", Targets=[{"Id": "q", "Arn": arn}])
+    for name, value in {
+        "DAG_REPO_URL": url,
+        "DAG_REPO_REF": "main",
+        "DAGS_TARGET_DIR": str(tmp_path / "efs"),
+        "GIT_CACHE_DIR": str(tmp_path / "cache"),
+        "GIT_TOKEN_SECRET_ARN": secret_arn,
+        "EVENT_BUS_NAME": "airflow",
+    }.items():
+        monkeypatch.setenv(name, value)
+    app = _load("dag_sync")
+    # WHEN the schedule fires
+    result = app.lambda_handler(load_event("dag_sync_schedule.json"), CONTEXT)
+    # THEN the commit is published, the handler says why, and the event is on the bus
+    assert (result["action"], result["sha"]) == ("published", sha)
+    assert (tmp_path / "efs" / "current" / "dags" / "hello.py").read_text() == "HELLO = 1\n"
+    body = json.loads(sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)["Messages"][0]["Body"])
+    assert body["detail-type"] == "DAG release published"
+    assert body["detail"]["sha"] == sha
+    assert "tok-123" not in json.dumps(body)
+    # AND the webhook's hand-off for the same commit is a no-op
+    again = app.lambda_handler({"trigger": "webhook", "sha": sha, "delivery_id": "d-1"}, CONTEXT)
+    assert again["action"] == "noop"
+
+
+def test_the_sync_lambda_rejects_unknown_events() -> None:
+    app = _load("dag_sync")
+    with pytest.raises(InvalidInputError, match="unrecognised event"):
+        app.parse_request({"hello": "world"})
+    with pytest.raises(InvalidInputError):
+        app.parse_request({"trigger": "manual", "rollback_to": 123})
+    assert app.parse_request({"trigger": "manual", "rollback_to": "a" * 40}).rollback_to == "a" * 40
+
+
+@pytest.mark.usefixtures("aws")
+def test_the_webhook_lambda_verifies_dedupes_and_hands_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the webhook secret in Secrets Manager and a Lambda client that expects one async invoke
+    secret_arn = boto3.client("secretsmanager").create_secret(Name="hook", SecretString=EVENTS_SECRET)["ARN"]
+    for name, value in {
+        "WEBHOOK_SECRET_ARN": secret_arn,
+        "GITHUB_REPOSITORY": "example-org/dags",
+        "DAG_REPO_REF": "main",
+        "DAG_SYNC_FUNCTION_NAME": "dag-sync",
+        "DAGS_TARGET_DIR": str(tmp_path / "efs"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    app = _load("github_webhook")
+    lambda_client = botocore.session.get_session().create_client("lambda", region_name=REGION)
+    monkeypatch.setattr(app, "_lambda_client", lambda: lambda_client)
+    with Stubber(lambda_client) as stub:
+        stub.add_response(
+            "invoke",
+            {"StatusCode": 202},
+            {"FunctionName": "dag-sync", "InvocationType": "Event", "Payload": ANY},
+        )
+        # WHEN the push arrives twice (a redelivery), then a tampered copy, a ping and another branch
+        push = load_event("github_push.json")
+        first = app.lambda_handler(push, CONTEXT)
+        replay = app.lambda_handler(push, CONTEXT)
+        tampered = app.lambda_handler({**push, "body": str(push["body"]).replace("main", "mainx")}, CONTEXT)
+        ping = app.lambda_handler(load_event("github_ping.json"), CONTEXT)
+        other = app.lambda_handler(load_event("github_push_other_branch.json"), CONTEXT)
+        stub.assert_no_pending_responses()
+    # THEN exactly one hand-off happened and each answer says why
+    assert first["statusCode"] == 202
+    assert json.loads(first["body"])["sha"] == "2222222222222222222222222222222222222222"
+    assert replay["statusCode"] == 200
+    assert "already handled" in json.loads(replay["body"])["reason"]
+    assert tampered["statusCode"] == 401
+    assert json.loads(ping["body"])["action"] == "pong"
+    assert json.loads(other["body"])["action"] == "ignore"
+    assert (tmp_path / "efs" / ".webhook-deliveries" / "6b2a1e10-c7a1-11f0-8a3e-0123456789ab").exists()
