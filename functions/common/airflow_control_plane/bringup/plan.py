@@ -1,0 +1,122 @@
+"""Decide what a bring-up has to do, given the request and what is running now.
+
+Pure: the caller observes the services (ECS DescribeServices, or the local process table)
+and passes them in. The decision never lowers a count: bring-up only raises services to
+the requested numbers (the autoscaler may have added workers; an operator may run more
+schedulers), so running it again on a running environment changes nothing and skips the
+admin user. The migration is not decided here: ``airflow db migrate`` is idempotent and
+always runs, which is also the cheapest way to be sure the schema matches the image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_control_plane.bringup.input import AdminUserMode, BringUpRequest
+from airflow_control_plane.bringup.steps import CORE_SERVICES
+from airflow_control_plane.errors import InvalidInputError
+
+WORKER = "worker"
+
+
+@dataclass(frozen=True)
+class ObservedService:
+    """One service as it is now (missing from ECS -> not observed at all)."""
+
+    desired_count: int
+    running_count: int
+
+    @property
+    def steady_and_up(self) -> bool:
+        return self.desired_count > 0 and self.running_count == self.desired_count
+
+
+@dataclass(frozen=True)
+class ServiceChange:
+    key: str
+    service_name: str
+    current: int
+    desired: int
+
+    @property
+    def changes(self) -> bool:
+        return self.desired != self.current
+
+
+@dataclass(frozen=True)
+class BringUpPlan:
+    core: tuple[ServiceChange, ...]
+    workers: ServiceChange
+    create_admin_user: bool
+    already_running: bool
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        def change(c: ServiceChange) -> dict[str, Any]:
+            return {"key": c.key, "serviceName": c.service_name, "current": c.current, "desired": c.desired}
+
+        return {
+            "coreUpdates": [change(c) for c in self.core if c.changes],
+            "core": [change(c) for c in self.core],
+            "workers": {**change(self.workers), "update": self.workers.changes},
+            "createAdminUser": self.create_admin_user,
+            "alreadyRunning": self.already_running,
+            "reason": self.reason,
+        }
+
+
+def plan_bring_up(
+    request: BringUpRequest,
+    service_names: Mapping[str, str],
+    observed: Mapping[str, ObservedService],
+) -> BringUpPlan:
+    """Return the changes bring-up makes; ``observed`` is keyed by ECS service name."""
+    missing_names = [key for key in (*CORE_SERVICES, WORKER) if key not in service_names]
+    if missing_names:
+        raise InvalidInputError(f"no service name configured for {missing_names}")
+
+    def current(key: str) -> ObservedService:
+        return observed.get(service_names[key], ObservedService(0, 0))
+
+    core = tuple(
+        ServiceChange(
+            key,
+            service_names[key],
+            current(key).desired_count,
+            max(current(key).desired_count, request.core_counts[key]),
+        )
+        for key in CORE_SERVICES
+    )
+    worker_now = current(WORKER).desired_count
+    workers = ServiceChange(
+        WORKER, service_names[WORKER], worker_now, max(worker_now, request.worker_minimum)
+    )
+    already_running = all(current(key).steady_and_up for key in CORE_SERVICES)
+    mode = request.admin_user.mode
+    create_admin_user = mode is AdminUserMode.UPDATE or (mode is AdminUserMode.CREATE and not already_running)
+    return BringUpPlan(
+        core, workers, create_admin_user, already_running, _reason(core, workers, mode, already_running)
+    )
+
+
+def _reason(
+    core: tuple[ServiceChange, ...], workers: ServiceChange, mode: AdminUserMode, already_running: bool
+) -> str:
+    raised = [f"{c.key} {c.current}->{c.desired}" for c in (*core, workers) if c.changes]
+    parts = [
+        "core services already running and steady" if already_running else "environment not fully running",
+        f"raise {', '.join(raised)}" if raised else "no service count changes",
+    ]
+    if mode is AdminUserMode.SKIP:
+        parts.append("admin user skipped (mode skip)")
+    elif mode is AdminUserMode.UPDATE:
+        parts.append("admin user created or its password reset (mode update)")
+    elif already_running:
+        parts.append("admin user not touched (already running, mode create)")
+    else:
+        parts.append("admin user created if missing")
+    if not workers.changes and workers.current > 0:
+        parts.append(f"workers kept at {workers.current} (bring-up never lowers a count)")
+    return "; ".join(parts)

@@ -1,0 +1,103 @@
+"""Drain check for hibernate: count running/queued task instances and decide.
+
+Event (built by the hibernate state machine)::
+
+    {"attempt": 1, "maxPolls": 20, "force": false}
+
+Returns the decision: ``{"action": "proceed"|"wait"|"timed_out", "running": n,
+"queued": n, "attempt": n, "reason": "..."}``. A database that cannot be reached raises
+``TransientError`` (retried by the state machine); nothing here stops anything.
+
+Environment: DB_HOST, DB_PORT (default 5432), DB_NAME (default airflow),
+DB_SECRET_ARN (a Secrets Manager secret holding JSON with ``username`` and ``password``,
+the format RDS-managed secrets use), DB_CONNECT_TIMEOUT_SECONDS (default 5).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pg8000.native
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from airflow_control_plane.bringup.drain import PostgresTaskInstanceCounter, TaskInstanceCounter, decide_drain
+from airflow_control_plane.config import optional_int, optional_str, require_str
+from airflow_control_plane.errors import ConfigError, InvalidInputError
+
+logger = Logger()
+metrics = Metrics(namespace="AirflowControlPlane")
+tracer = Tracer()
+
+
+@dataclass(frozen=True)
+class DrainCheckConfig:
+    db_host: str
+    db_port: int
+    db_name: str
+    db_secret_arn: str
+    connect_timeout_seconds: int
+
+    @classmethod
+    def from_env(cls) -> DrainCheckConfig:
+        return cls(
+            db_host=require_str("DB_HOST"),
+            db_port=optional_int("DB_PORT", 5432, minimum=1),
+            db_name=optional_str("DB_NAME", "airflow"),
+            db_secret_arn=require_str("DB_SECRET_ARN"),
+            connect_timeout_seconds=optional_int("DB_CONNECT_TIMEOUT_SECONDS", 5, minimum=1),
+        )
+
+
+def _credentials(secret_arn: str, client: Any) -> tuple[str, str]:
+    raw = client.get_secret_value(SecretId=secret_arn)["SecretString"]
+    try:
+        secret = json.loads(raw)
+        return str(secret["username"]), str(secret["password"])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"secret {secret_arn} must hold JSON with username and password") from None
+
+
+def build_counter(config: DrainCheckConfig, secrets_client: Any | None = None) -> TaskInstanceCounter:
+    """The pg8000 adapter; credentials are read from Secrets Manager at each connect."""
+    client = secrets_client or boto3.client("secretsmanager")
+
+    def connect() -> pg8000.native.Connection:
+        user, password = _credentials(config.db_secret_arn, client)
+        return pg8000.native.Connection(
+            user=user,
+            password=password,
+            host=config.db_host,
+            port=config.db_port,
+            database=config.db_name,
+            timeout=config.connect_timeout_seconds,
+        )
+
+    return PostgresTaskInstanceCounter(connect)
+
+
+def _positive_int(event: Mapping[str, Any], name: str) -> int:
+    value = event.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    attempt, max_polls = _positive_int(event, "attempt"), _positive_int(event, "maxPolls")
+    force = event.get("force", False)
+    if not isinstance(force, bool):
+        raise InvalidInputError(f"force must be true or false, got {force!r}")
+    counts = build_counter(DrainCheckConfig.from_env()).count_active()
+    decision = decide_drain(counts, attempt=attempt, max_polls=max_polls, force=force)
+    logger.info("drain decision", extra=decision.to_json())
+    metrics.add_metric(name="ActiveTaskInstances", unit=MetricUnit.Count, value=counts.total)
+    return decision.to_json()
