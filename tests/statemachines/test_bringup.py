@@ -61,9 +61,8 @@ def test_happy_path_runs_every_step_in_order_and_announces_ready(emulator: Emula
     }
     # AND the one-off tasks were migrate, then create-user
     commands = emulator.one_off_commands()
-    assert commands[0] == ["airflow", "db", "migrate"]
-    assert commands[1][:2] == ["bash", "-c"]
-    assert "airflow users create" in commands[1][2]
+    # (the container command is the image's role, see airflow_image/entrypoint.py)
+    assert commands == [["db-migrate"], ["create-user"]]
     # AND one ready event and one notification were published
     events = emulator.events()
     assert [e["detail-type"] for e in events] == ["Airflow Environment Ready"]
@@ -90,10 +89,13 @@ def test_admin_password_never_travels_through_state_data(emulator: Emulator) -> 
     # AND the create-user task gets the user's fields as environment, the password only by reference
     overrides = emulator.one_off_overrides()[1]["containerOverrides"][0]
     env = {item["name"]: item["value"] for item in overrides["environment"]}
-    assert env["ADMIN_USERNAME"] == "admin"
-    assert env["ADMIN_EMAIL"] == "airflow-admin@example.com"
-    assert not any("PASSWORD" in name for name in env)
-    assert '--password "$AIRFLOW_ADMIN_PASSWORD"' in overrides["command"][2]
+    assert env["AIRFLOW_ADMIN_USERNAME"] == "admin"
+    assert env["AIRFLOW_ADMIN_EMAIL"] == "airflow-admin@example.com"
+    assert env["AIRFLOW_ADMIN_RESET_PASSWORD"] == "false"
+    assert "AIRFLOW_ADMIN_PASSWORD" not in env
+    assert secret["SecretString"] not in json.dumps(overrides)
+    # AND the image's create-user role reads the password from the task definition's secret
+    assert overrides["command"] == ["create-user"]
 
 
 @pytest.mark.usefixtures("api_server")
@@ -160,7 +162,7 @@ def test_each_invalid_field_is_named_in_the_failure(
 @pytest.mark.usefixtures("api_server")
 def test_failed_migration_never_starts_services(emulator: Emulator) -> None:
     # GIVEN the migration container exits with code 1 (runTask.sync itself still succeeds)
-    emulator.exit_code_for("db migrate", 1)
+    emulator.exit_code_for("db-migrate", 1)
     arn = emulator.create_state_machine(FILE)
 
     # WHEN bring-up runs
@@ -178,7 +180,7 @@ def test_failed_migration_never_starts_services(emulator: Emulator) -> None:
 @pytest.mark.usefixtures("api_server")
 def test_failed_admin_user_task_stops_before_services(emulator: Emulator) -> None:
     # GIVEN the create-user container exits with code 2
-    emulator.exit_code_for("users create", 2)
+    emulator.exit_code_for("create-user", 2)
     arn = emulator.create_state_machine(FILE)
 
     # WHEN bring-up runs
@@ -204,7 +206,7 @@ def test_capacity_failure_is_retried_with_backoff_then_succeeds(emulator: Emulat
     assert [f["error"] for f in failures] == ["ECS.AmazonECSException"]
     assert CAPACITY_REASON in failures[0]["cause"]
     assert execution.entered_states.count("MigrateDatabase") == 1  # a retry is not a new state entry
-    assert emulator.one_off_commands()[0] == ["airflow", "db", "migrate"]
+    assert emulator.one_off_commands()[0] == ["db-migrate"]
     # AND the retry waited at most the first interval (10 s, full jitter), as the definition asks
     retry_sleeps = [seconds for kind, seconds in emulator.faults.slept if kind == "retry"]
     assert len(retry_sleeps) == 1
@@ -303,9 +305,9 @@ def test_bring_up_twice_is_safe_and_does_no_duplicate_work(emulator: Emulator) -
     assert "SetDesiredCount" not in second.entered_states
     assert "StartWorkers" not in second.entered_states
     assert [c[:3] for c in emulator.one_off_commands()] == [
-        ["airflow", "db", "migrate"],
-        ["bash", "-c", emulator.one_off_commands()[1][2]],
-        ["airflow", "db", "migrate"],
+        ["db-migrate"],
+        ["create-user"],
+        ["db-migrate"],
     ]
     # AND no count was lowered: the autoscaler's 3 workers stay
     assert emulator.service_counts()["worker"] == (3, 3)
@@ -322,11 +324,11 @@ def test_update_mode_resets_the_password_even_when_running(emulator: Emulator) -
     # WHEN bring-up runs with adminUser.mode update
     execution = emulator.run(arn, {**FAST, "adminUser": {"mode": "update"}})
 
-    # THEN the create-user task runs again with ADMIN_MODE=update (it resets the password)
+    # THEN the create-user task runs again asking the image to reset the password
     assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
     assert "CreateAdminUser" in execution.entered_states
     last = emulator.one_off_overrides()[-1]["containerOverrides"][0]
-    assert {"name": "ADMIN_MODE", "value": "update"} in last["environment"]
+    assert {"name": "AIRFLOW_ADMIN_RESET_PASSWORD", "value": "true"} in last["environment"]
 
 
 def test_health_gate_played_by_results_queued_through_motos_api(emulator: Emulator) -> None:
@@ -355,7 +357,7 @@ def test_health_gate_played_by_results_queued_through_motos_api(emulator: Emulat
 @pytest.mark.usefixtures("api_server")
 def test_migration_container_that_never_ran_is_a_failed_migration(emulator: Emulator) -> None:
     # GIVEN the migrate task stops without an exit code (its image could not be pulled)
-    emulator.exit_code_for("db migrate", None)
+    emulator.exit_code_for("db-migrate", None)
     arn = emulator.create_state_machine(FILE)
 
     # WHEN bring-up runs
