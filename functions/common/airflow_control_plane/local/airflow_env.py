@@ -1,0 +1,125 @@
+"""The Airflow configuration every local component runs with, and the services' commands.
+
+One pure function builds the environment (``AIRFLOW__SECTION__KEY`` variables) so the
+api-server, scheduler, dag-processor, triggerer and workers cannot disagree: the same fernet
+key, API secret key and JWT secret (an unset JWT secret is generated per process and breaks
+authentication between components), CeleryExecutor with Redis as broker and the metadata
+database as result backend, the FAB auth manager, and the execution API URL the workers use.
+Keys are checked against Airflow 3.3.2's config_templates/config.yml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from airflow_control_plane.bringup.steps import CORE_SERVICES
+from airflow_control_plane.local.secrets_store import SharedKeys
+
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+WORKER_SERVICE = "worker"
+ALL_SERVICES: tuple[str, ...] = (*CORE_SERVICES, WORKER_SERVICE)
+# Set by the local runtime (never by an operator) in the supervisor and every process it
+# starts: `down` finds stray processes of this state folder by it, whatever their group.
+STATE_MARKER_ENV = "AFCTL_LOCAL_RUNTIME"
+
+
+@dataclass(frozen=True)
+class AirflowEnvInputs:
+    airflow_home: Path
+    dags_folder: Path
+    sqlalchemy_url: str
+    broker_url: str
+    keys: SharedKeys
+    api_host: str
+    api_port: int
+    api_workers: int
+    worker_concurrency: int
+    state_dir: Path
+
+    @property
+    def api_base_url(self) -> str:
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::") else self.api_host  # noqa: S104
+        return f"http://{host}:{self.api_port}"
+
+
+def airflow_environment(inputs: AirflowEnvInputs) -> dict[str, str]:
+    """The variables added to every component's environment (and to the one-off jobs)."""
+    return {
+        "AIRFLOW_HOME": str(inputs.airflow_home),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        STATE_MARKER_ENV: str(inputs.state_dir),
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
+        "AIRFLOW__CORE__FERNET_KEY": inputs.keys.fernet_key,
+        "AIRFLOW__CORE__DAGS_FOLDER": str(inputs.dags_folder),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{inputs.api_base_url}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": inputs.sqlalchemy_url,
+        "AIRFLOW__CELERY__BROKER_URL": inputs.broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{inputs.sqlalchemy_url}",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(inputs.worker_concurrency),
+        "AIRFLOW__API__SECRET_KEY": inputs.keys.api_secret_key,
+        "AIRFLOW__API__HOST": inputs.api_host,
+        "AIRFLOW__API__PORT": str(inputs.api_port),
+        "AIRFLOW__API__WORKERS": str(inputs.api_workers),
+        "AIRFLOW__API__BASE_URL": inputs.api_base_url,
+        "AIRFLOW__API_AUTH__JWT_SECRET": inputs.keys.jwt_secret,
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(inputs.airflow_home / "logs"),
+    }
+
+
+def process_environment(base: Mapping[str, str], airflow_env: Mapping[str, str]) -> dict[str, str]:
+    """``base`` (the caller's environment) without stray Airflow settings, plus ours on top.
+
+    An ``AIRFLOW__*`` variable left in the operator's shell would otherwise reach one
+    component and not another; dropping them keeps every component on the same config.
+    """
+    kept = {k: v for k, v in base.items() if not k.startswith("AIRFLOW__") and k != "AIRFLOW_HOME"}
+    return {**kept, **airflow_env}
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How the supervisor runs one service's processes (the local task definition)."""
+
+    name: str
+    argv: tuple[str, ...]  # "{index}" is replaced by the process's index within the service
+    port_env: str | None = None  # env var given a free port per process (log servers)
+    max_count: int | None = None
+    # SIGTERM to the whole process group (True) or to the main process only (False). A
+    # Celery worker must get it alone: its pool processes would otherwise die at once
+    # instead of the worker's warm shutdown (the DUMB_INIT_SETSID=0 lesson of the image).
+    term_group: bool = True
+
+    def argv_for(self, index: int) -> list[str]:
+        return [part.replace("{index}", str(index)) for part in self.argv]
+
+
+def service_specs(airflow_bin: str, worker_concurrency: int) -> dict[str, ServiceSpec]:
+    """The local task definitions, one per service (commands verified against Airflow 3.3.2)."""
+    specs = (
+        # One port, so one api-server process (its own --workers gives parallelism).
+        ServiceSpec("api-server", (airflow_bin, "api-server"), max_count=1),
+        ServiceSpec("scheduler", (airflow_bin, "scheduler")),
+        ServiceSpec("dag-processor", (airflow_bin, "dag-processor")),
+        ServiceSpec(
+            "triggerer", (airflow_bin, "triggerer"), port_env="AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"
+        ),
+        ServiceSpec(
+            WORKER_SERVICE,
+            (
+                airflow_bin,
+                "celery",
+                "worker",
+                "--concurrency",
+                str(worker_concurrency),
+                "--celery-hostname",
+                "worker-{index}@%h",
+            ),
+            port_env="AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
+            term_group=False,
+        ),
+    )
+    return {spec.name: spec for spec in specs}

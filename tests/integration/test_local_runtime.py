@@ -1,0 +1,435 @@
+"""The local runtime with real processes: `afctl up` / `status` / `down` against real Airflow
+(from the runtime venv), PostgreSQL and Redis; and the supervisor (the local ECS) against
+plain processes, including one that ignores SIGTERM.
+
+One Airflow environment is brought up for the module (bring-up takes tens of seconds on two
+shared cores); the tests run in file order against it and the last one takes it down. The
+fixture always tears down and then kills any process still carrying the state folder's
+marker, so a failing test leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from airflow_control_plane.local import proc
+from airflow_control_plane.local.airflow_env import STATE_MARKER_ENV, ServiceSpec
+from airflow_control_plane.local.airflow_jobs import WarmCli
+from airflow_control_plane.local.ecs import LocalEcs, ensure_supervisor
+from airflow_control_plane.local.hibernate import sweep_strays
+from airflow_control_plane.local.paths import StatePaths
+from airflow_control_plane.local.supervisor import dump_spec
+from tests.conftest import AirflowRuntime, PostgresDatabase, RedisDatabase
+
+pytestmark = pytest.mark.integration
+
+UP_TIMEOUT_S = 480
+DOWN_TIMEOUT_S = 240
+
+
+@dataclass(frozen=True)
+class LocalEnv:
+    afctl: Path
+    state: Path
+    env: dict[str, str]
+    database: PostgresDatabase
+
+    def run(self, *args: str, timeout: float = UP_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.afctl), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def status(self) -> dict[str, dict[str, str]]:
+        out = self.run("status", timeout=60)
+        assert out.returncode == 0, out.stderr
+        rows = {}
+        for line in out.stdout.splitlines()[1:]:
+            parts = line.split()
+            if len(parts) >= 6 and parts[1].isdigit():
+                rows[parts[0]] = {
+                    "desired": parts[1],
+                    "running": parts[2],
+                    "steady": parts[3],
+                    "pids": parts[5],
+                }
+        return rows
+
+    @property
+    def base_url(self) -> str:
+        port = json.loads((self.state / "state.json").read_text())["api_port"]
+        return f"http://127.0.0.1:{port}"
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(1.0)
+
+
+def _kill_marked(state: Path) -> list[int]:
+    return sweep_strays(str(state), grace_s=5.0)
+
+
+@pytest.fixture(scope="module")
+def local_env(
+    airflow_runtime: AirflowRuntime,
+    pg_database_factory: Callable[[str], PostgresDatabase],
+    redis_database: RedisDatabase,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[LocalEnv]:
+    state = tmp_path_factory.mktemp("afstate")
+    database = pg_database_factory("local")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AFCTL_"))},
+        "AFCTL_STATE_DIR": str(state),
+        "AFCTL_DATABASE_URL": database.dsn,
+        "AFCTL_REDIS_URL": redis_database.url,
+        "AFCTL_STOP_GRACE": "15",
+    }
+    local = LocalEnv(airflow_runtime.afctl, state, env, database)
+    try:
+        yield local
+    finally:
+        local.run("down", "--force", timeout=DOWN_TIMEOUT_S)
+        _kill_marked(state)
+
+
+@pytest.fixture(scope="module")
+def first_up(local_env: LocalEnv) -> subprocess.CompletedProcess[str]:
+    out = local_env.run("up")
+    assert out.returncode == 0, f"afctl up failed:\n{out.stdout}\n{out.stderr}"
+    return out
+
+
+def _health(base_url: str) -> dict[str, object]:
+    with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=10) as response:  # noqa: S310
+        data = json.loads(response.read())
+    assert isinstance(data, dict)
+    return data
+
+
+def _token(base_url: str, username: str, password: str) -> str:
+    request = urllib.request.Request(  # noqa: S310 - http on loopback
+        f"{base_url}/auth/token",
+        data=json.dumps({"username": username, "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        assert response.status == 201
+        return str(json.loads(response.read())["access_token"])
+
+
+def test_up_runs_the_steps_in_order_and_airflow_is_healthy(
+    local_env: LocalEnv, first_up: subprocess.CompletedProcess[str]
+) -> None:
+    # GIVEN a fresh state folder, a fresh database and a claimed Redis db (fixture)
+    # WHEN `afctl up` ran
+    steps = re.findall(r"^\[\d/8\] (\w+) done in ([\d.]+) s", first_up.stdout, flags=re.MULTILINE)
+    print("\n".join(f"{name:<28} {seconds:>6} s" for name, seconds in steps))
+    # THEN every bring-up step ran, in the shared order, and the health endpoint is all healthy
+    from airflow_control_plane.bringup.steps import BRING_UP_ORDER
+
+    assert [name for name, _ in steps] == [s.value for s in BRING_UP_ORDER]
+    health = _health(local_env.base_url)
+    for component in ("metadatabase", "scheduler", "dag_processor", "triggerer"):
+        entry = health[component]
+        assert isinstance(entry, dict)
+        assert entry["status"] == "healthy", health
+
+
+def test_the_admin_obtains_an_api_token_and_the_password_is_not_in_logs(
+    local_env: LocalEnv, first_up: subprocess.CompletedProcess[str]
+) -> None:
+    # GIVEN the generated credentials stored under the state folder
+    credentials_file = local_env.state / "credentials.json"
+    credentials = json.loads(credentials_file.read_text())
+    # THEN the file is private, the password was shown once at the end of `up`
+    assert stat.S_IMODE(credentials_file.stat().st_mode) == 0o600
+    assert credentials["password"] in first_up.stdout
+    # AND the admin can obtain a JWT from the FAB auth manager's token endpoint
+    token = _token(local_env.base_url, credentials["username"], credentials["password"])
+    assert token.count(".") == 2
+    # AND a wrong password is refused
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _token(local_env.base_url, credentials["username"], credentials["password"] + "x")
+    assert refused.value.code == 401
+    # AND the password appears in no log file of the local runtime
+    for log in (local_env.state / "logs").glob("*.log"):
+        assert credentials["password"] not in log.read_text(errors="replace"), log
+
+
+def test_status_shows_desired_and_running_counts(local_env: LocalEnv, first_up: object) -> None:
+    # WHEN the operator asks for the status
+    rows = local_env.status()
+    # THEN every core service and the worker run at their desired count of 1
+    for service in ("api-server", "scheduler", "dag-processor", "triggerer", "worker"):
+        assert rows[service]["desired"] == "1", rows
+        assert rows[service]["running"] == "1", rows
+
+
+def _api(base_url: str, token: str, method: str, path: str, body: object | None = None) -> dict[str, object]:
+    request = urllib.request.Request(  # noqa: S310 - http on loopback
+        f"{base_url}/api/v2{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method=method,
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        data = json.loads(response.read())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_a_dag_run_completes_on_the_celery_worker(local_env: LocalEnv, first_up: object) -> None:
+    # GIVEN the admin's token and the sample DAG even_odd from the repository's dags/ folder
+    credentials = json.loads((local_env.state / "credentials.json").read_text())
+    token = _token(local_env.base_url, credentials["username"], credentials["password"])
+
+    def parsed() -> bool:
+        try:
+            _api(local_env.base_url, token, "GET", "/dags/even_odd")
+        except urllib.error.HTTPError:
+            return False
+        return True
+
+    _wait_for(parsed, 120, "the dag-processor to parse even_odd")
+    # WHEN it is unpaused and triggered through the REST API
+    _api(local_env.base_url, token, "PATCH", "/dags/even_odd", {"is_paused": False})
+    run = _api(local_env.base_url, token, "POST", "/dags/even_odd/dagRuns", {"logical_date": None})
+    run_id = urllib.parse.quote(str(run["dag_run_id"]), safe="")
+    # THEN the scheduler queues it, the Celery worker runs the tasks through the api-server's
+    # execution API (same JWT secret everywhere) and the run succeeds
+    states: list[object] = []
+
+    def finished() -> bool:
+        states.append(_api(local_env.base_url, token, "GET", f"/dags/even_odd/dagRuns/{run_id}")["state"])
+        return states[-1] in ("success", "failed")
+
+    _wait_for(finished, 240, "the even_odd run to finish")
+    assert states[-1] == "success", states
+
+
+def test_up_twice_is_safe_and_skips_the_one_off_jobs(local_env: LocalEnv, first_up: object) -> None:
+    # GIVEN a running environment and its process ids
+    before = local_env.status()
+    # WHEN `up` runs again
+    started = time.monotonic()
+    out = local_env.run("up")
+    elapsed = time.monotonic() - started
+    print(f"second up: {elapsed:.1f} s")
+    # THEN it succeeds, skips migrate and admin creation, and restarts nothing
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"migrate_database done in [\d.]+ s: skipped", out.stdout), out.stdout
+    assert re.search(r"create_admin_user done in [\d.]+ s: skipped", out.stdout), out.stdout
+    assert "password:" not in out.stdout  # shown once only
+    assert {k: v["pids"] for k, v in local_env.status().items()} == {k: v["pids"] for k, v in before.items()}
+
+
+def test_a_killed_scheduler_is_restarted(local_env: LocalEnv, first_up: object) -> None:
+    # GIVEN the scheduler's process
+    old_pid = int(local_env.status()["scheduler"]["pids"])
+    # WHEN it is killed hard (as an OOM kill would)
+    os.kill(old_pid, signal.SIGKILL)
+
+    # THEN the supervisor starts a new scheduler process and the scheduler becomes healthy again
+    def replaced() -> bool:
+        row = local_env.status()["scheduler"]
+        return row["running"] == "1" and row["pids"] not in ("-", str(old_pid))
+
+    _wait_for(replaced, 120, "a new scheduler process")
+    assert not proc.is_alive(old_pid)
+
+    def scheduler_healthy() -> bool:
+        entry = _health(local_env.base_url)["scheduler"]
+        return isinstance(entry, dict) and entry["status"] == "healthy"
+
+    _wait_for(scheduler_healthy, 180, "the restarted scheduler to heartbeat")
+
+
+def test_down_hibernates_in_order_and_leaves_no_process(local_env: LocalEnv, first_up: object) -> None:
+    # GIVEN every process of the environment: the supervisor, everything below it (task and
+    # parsing processes move to their own process groups), the service groups, marked ones
+    ecs = LocalEcs(StatePaths(local_env.state))
+    supervisor_pid = ecs.supervisor_pid()
+    assert supervisor_pid is not None
+    leaders = [int(p) for row in local_env.status().values() for p in row["pids"].split(",") if p != "-"]
+    members = {pid for leader in leaders for pid in proc.group_members(leader)}
+    tree = set(proc.descendants(supervisor_pid))
+    marked = set(proc.marked_processes(STATE_MARKER_ENV, str(local_env.state)))
+    assert set(leaders) <= members
+    assert set(leaders) <= tree
+    # WHEN the environment hibernates
+    out = local_env.run("down", timeout=DOWN_TIMEOUT_S)
+    # THEN the steps ran in the shared order, and nothing is left: by pid, by group, by marker
+    from airflow_control_plane.bringup.steps import HIBERNATE_ORDER
+
+    steps = re.findall(r"^\[\d/8\] (\w+) done", out.stdout, flags=re.MULTILINE)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert steps == [s.value for s in HIBERNATE_ORDER]
+    alive = [pid for pid in {supervisor_pid, *members, *tree, *marked} if proc.is_alive(pid)]
+    assert alive == []
+    assert all(proc.group_members(leader) == [] for leader in leaders)
+    assert proc.marked_processes(STATE_MARKER_ENV, str(local_env.state)) == []
+    # AND status says so, with every desired count at 0
+    rows = local_env.status()
+    assert all(row["desired"] == "0" and row["running"] == "0" for row in rows.values()), rows
+    # AND the metadata database is intact (the admin user is still there for the next `up`)
+    conn = local_env.database.connect()
+    try:
+        assert conn.run("SELECT count(*) FROM ab_user")[0][0] == 1
+    finally:
+        conn.close()
+
+
+# --- failure path: a failed migration starts nothing ------------------------------------------
+
+
+def test_a_failed_migration_starts_no_service(
+    pg_database_factory: Callable[[str], PostgresDatabase], redis_database: RedisDatabase, tmp_path: Path
+) -> None:
+    # GIVEN an `airflow` whose `db migrate` fails (exit code 3)
+    fake = tmp_path / "airflow"
+    fake.write_text("#!/bin/sh\necho 'migration exploded' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    database = pg_database_factory("failmig")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AFCTL_"))},
+        "AFCTL_STATE_DIR": str(tmp_path / "state"),
+        "AFCTL_DATABASE_URL": database.dsn,
+        "AFCTL_REDIS_URL": redis_database.url,
+        "AFCTL_AIRFLOW_BIN": str(fake),
+    }
+    # WHEN `afctl up` runs (in this interpreter: the fake stands in for Airflow)
+    out = subprocess.run(
+        [sys.executable, "-m", "airflow_control_plane", "up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # THEN it fails with the exit code named, and no supervisor or service was started
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "exit code 3" in out.stderr
+    assert "migration exploded" in out.stderr
+    assert "start_core_services" not in out.stdout
+    assert not (tmp_path / "state" / "run" / "supervisor.pid").exists()
+
+
+# --- the supervisor against plain processes ------------------------------------------------------
+
+_SLEEPER = "import time\nwhile True: time.sleep(1)\n"
+_STUBBORN = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: time.sleep(1)\n"
+
+
+@pytest.fixture
+def plain_supervisor(tmp_path: Path) -> Iterator[LocalEcs]:
+    paths = StatePaths(tmp_path / "s")
+    paths.ensure()
+    specs = {
+        "sleeper": ServiceSpec("sleeper", (sys.executable, "-c", _SLEEPER)),
+        "stubborn": ServiceSpec("stubborn", (sys.executable, "-c", _STUBBORN), max_count=1),
+    }
+    env = {**os.environ, STATE_MARKER_ENV: str(paths.root)}
+    dump_spec(paths.supervisor_spec, specs, env, grace=2.0)
+    ecs = ensure_supervisor(paths, env)
+    try:
+        yield ecs
+    finally:
+        ecs.shutdown(timeout_s=30)
+        sweep_strays(str(paths.root), grace_s=2.0)
+
+
+def _state(ecs: LocalEcs, name: str) -> tuple[int, tuple[int, ...], int]:
+    s = next(s for s in ecs.describe() if s.name == name)
+    return s.running, s.pids, s.stopping
+
+
+def test_supervisor_scales_restarts_and_force_stops(plain_supervisor: LocalEcs) -> None:
+    ecs = plain_supervisor
+    # GIVEN two sleepers and one process that ignores SIGTERM
+    ecs.set_desired_count("sleeper", 2)
+    ecs.set_desired_count("stubborn", 1)
+    _wait_for(lambda: _state(ecs, "sleeper")[0] == 2 and _state(ecs, "stubborn")[0] == 1, 30, "processes")
+    first, second = _state(ecs, "sleeper")[1]
+    # WHEN one sleeper is killed
+    os.kill(second, signal.SIGKILL)
+    # THEN it is replaced (restart counted), the other keeps running
+    _wait_for(
+        lambda: _state(ecs, "sleeper")[0] == 2 and second not in _state(ecs, "sleeper")[1], 30, "restart"
+    )
+    assert first in _state(ecs, "sleeper")[1]
+    assert next(s for s in ecs.describe() if s.name == "sleeper").restarts == 1
+    # WHEN the stubborn service is scaled to 0: SIGTERM is ignored, SIGKILL follows the 2 s grace
+    stubborn_pid = _state(ecs, "stubborn")[1][0]
+    ecs.set_desired_count("stubborn", 0)
+    _wait_for(lambda: not proc.is_alive(stubborn_pid), 30, "the stubborn process to be killed")
+    # THEN bad requests are refused with a reason, and nothing changed
+    with pytest.raises(Exception, match="at most 1"):
+        ecs.set_desired_count("stubborn", 2)
+    with pytest.raises(Exception, match="unknown service"):
+        ecs.set_desired_count("nope", 1)
+    assert _state(ecs, "sleeper")[0] == 2
+
+
+def test_supervisor_shutdown_leaves_no_process(plain_supervisor: LocalEcs) -> None:
+    ecs = plain_supervisor
+    ecs.set_desired_count("sleeper", 2)
+    ecs.set_desired_count("stubborn", 1)
+    _wait_for(lambda: _state(ecs, "sleeper")[0] == 2 and _state(ecs, "stubborn")[0] == 1, 30, "processes")
+    pids = [*_state(ecs, "sleeper")[1], *_state(ecs, "stubborn")[1]]
+    supervisor_pid = ecs.supervisor_pid()
+    assert supervisor_pid is not None
+    # WHEN the supervisor is shut down
+    ecs.shutdown(timeout_s=30)
+    # THEN the supervisor and every service process (even the one ignoring SIGTERM) are gone
+    assert [p for p in (*pids, supervisor_pid) if proc.is_alive(p)] == []
+    assert not ecs.is_running()
+
+
+def test_the_pre_imported_cli_runs_each_command_in_a_fork_with_its_own_exit_code(
+    airflow_runtime: AirflowRuntime, tmp_path: Path
+) -> None:
+    # GIVEN the pre-imported Airflow CLI of the runtime environment
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AFCTL_"))},
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    cli = WarmCli(airflow_runtime.python, env=env, log_path=tmp_path / "warm.log", cwd=tmp_path)
+    try:
+        # WHEN it runs a command that succeeds, one that fails, and the first one again
+        ok = cli.run(["version"], log_path=tmp_path / "version.log", timeout_s=180)
+        bad = cli.run(["db", "--no-such-flag"], log_path=tmp_path / "bad.log", timeout_s=60)
+        again = cli.run(["version"], log_path=tmp_path / "version.log", timeout_s=60)
+    finally:
+        cli.close()
+    # THEN each reports its own exit code and output (a failure does not end the process)
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.strip().startswith("3.3"), ok.output
+    assert bad.exit_code == 2  # argparse's usage error, as from the plain `airflow` command
+    assert "airflow db command error" in bad.output
+    assert again.exit_code == 0, again.output
