@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -31,7 +31,6 @@ from airflow_control_plane.scaling.service import ScalingPorts, ScalingRun, eval
 
 logger = Logger(service="autoscaler")
 metrics = Metrics(service="autoscaler")
-tracer = Tracer(service="autoscaler")
 SECRET_MAX_AGE_S = 300
 
 
@@ -113,7 +112,6 @@ def shape_result(run: ScalingRun) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context(log_event=True)
-@tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_request(event, fallback_now=datetime.now(UTC))

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -29,7 +29,6 @@ from airflow_control_plane.errors import InvalidInputError
 
 logger = Logger()
 metrics = Metrics(namespace="AirflowControlPlane")
-tracer = Tracer()
 
 
 def _observed(raw: object) -> dict[str, ObservedService]:
@@ -72,6 +71,5 @@ def validate(event: Mapping[str, Any]) -> dict[str, Any]:
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-@tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return validate(event)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -30,7 +30,6 @@ from airflow_control_plane.errors import InvalidInputError
 
 logger = Logger(service="dag-sync")
 metrics = Metrics(service="dag-sync")
-tracer = Tracer(service="dag-sync")
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,6 @@ def record_metrics(result: SyncResult) -> None:
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-@tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     config = DagSyncConfig.from_env()
     request = parse_request(event)

@@ -22,7 +22,7 @@ from typing import Any
 
 import boto3
 import pg8000.native
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -32,7 +32,6 @@ from airflow_control_plane.errors import ConfigError, InvalidInputError
 
 logger = Logger()
 metrics = Metrics(namespace="AirflowControlPlane")
-tracer = Tracer()
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,6 @@ def _positive_int(event: Mapping[str, Any], name: str) -> int:
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-@tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     attempt, max_polls = _positive_int(event, "attempt"), _positive_int(event, "maxPolls")
     force = event.get("force", False)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -33,7 +33,6 @@ from airflow_control_plane.dagsync.webhook import (
 
 logger = Logger(service="github-webhook")
 metrics = Metrics(service="github-webhook")
-tracer = Tracer(service="github-webhook")
 
 DELIVERIES_DIR = ".webhook-deliveries"
 DELIVERY_MEMORY_S = 7 * 24 * 3600  # GitHub lets you redeliver recent deliveries; remember a week
@@ -88,7 +87,6 @@ def to_function_url_response(response: WebhookResponse) -> dict[str, Any]:
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-@tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     config = WebhookConfig.from_env()
     secret = webhook_secret(SecretsManagerSecret(_secrets_client(), config.secret_id), config.secret_id)

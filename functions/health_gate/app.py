@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -23,7 +23,6 @@ from airflow_control_plane.health import HealthSource, HttpHealthSource, NotHeal
 
 logger = Logger()
 metrics = Metrics(namespace="AirflowControlPlane")
-tracer = Tracer()
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,6 @@ def build_source(config: HealthGateConfig) -> HealthSource:
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-@tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.info("health check requested", extra={"event": event})
     source = build_source(HealthGateConfig.from_env())
