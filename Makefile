@@ -31,10 +31,14 @@ $(UV): .ci/uv-requirements.txt
 		-r .ci/uv-requirements.txt
 	touch $@
 
-# Runtime: Airflow + providers + the control plane (what `make up` runs).
-$(RUNTIME_VENV)/.installed: $(UV) airflow_image/requirements.txt pyproject.toml
+# Runtime: Airflow + providers + the control plane (what `make up` runs), plus the
+# embedded PostgreSQL/Redis fallback. Bytecode is compiled once here: every Airflow
+# process runs with PYTHONDONTWRITEBYTECODE=1 and would otherwise recompile ~2,500
+# modules at each start (measured: 6.9 s of a 12.6 s `airflow db migrate`).
+$(RUNTIME_VENV)/.installed: $(UV) airflow_image/requirements.txt functions/common/local-requirements.txt pyproject.toml
 	[ -x $(RUNTIME_VENV)/bin/python ] || $(UV) venv --quiet --python $(PYTHON) $(RUNTIME_VENV)
-	$(UV) pip sync --quiet --python $(RUNTIME_VENV)/bin/python --require-hashes airflow_image/requirements.txt
+	$(UV) pip sync --quiet --compile-bytecode --python $(RUNTIME_VENV)/bin/python --require-hashes \
+		airflow_image/requirements.txt functions/common/local-requirements.txt
 	$(UV) pip install --quiet --python $(RUNTIME_VENV)/bin/python --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -56,6 +60,9 @@ lock: $(UV) ## Re-resolve and re-lock all dependency sets (after editing a requi
 	$(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 		-c airflow_image/requirements.txt functions/common/requirements.in -o functions/common/requirements.txt
 	$(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+		-c airflow_image/requirements.txt functions/common/local-requirements.in \
+		-o functions/common/local-requirements.txt
+	$(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 		tests/requirements.in -o tests/requirements.txt
 
 # --- the main job ----------------------------------------------------------------------------
@@ -72,6 +79,10 @@ status: $(RUNTIME_VENV)/.installed ## Show each local service's desired/running 
 	$(AFCTL) status
 
 # --- figures ---------------------------------------------------------------------------------
+.PHONY: bench-up
+bench-up: $(RUNTIME_VENV)/.installed ## Time `airflow standalone` vs `afctl up` to healthy, per step (fresh DBs)
+	$(AFCTL) bench-up --rounds 3
+
 .PHONY: bench-dagsync
 bench-dagsync: $(RUNTIME_VENV)/.installed ## DAG sync figures on a 2,000-file repo vs a naive clone+copy (file:// and HTTP)
 	$(AFCTL) bench-dagsync

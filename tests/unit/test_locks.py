@@ -15,6 +15,7 @@ LOCKS = {
     "lambda": ROOT / "functions/common/requirements.txt",
     "airflow": ROOT / "airflow_image/requirements.txt",
     "dev": ROOT / "tests/requirements.txt",
+    "local-fallback": ROOT / "functions/common/local-requirements.txt",
 }
 _PIN = re.compile(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^\s;\\]+)")
 
@@ -46,6 +47,13 @@ def test_lambda_packages_have_the_same_versions_everywhere() -> None:
     for name, version in lam.items():
         assert air.get(name) == version, f"{name}: lambda {version} vs airflow lock {air.get(name)}"
         assert dev.get(name) == version, f"{name}: lambda {version} vs dev lock {dev.get(name)}"
+
+
+def test_local_fallback_lock_agrees_with_the_runtime_lock() -> None:
+    # The runtime venv installs both files together; a shared package must not differ.
+    air, local = parse_lock(LOCKS["airflow"]), parse_lock(LOCKS["local-fallback"])
+    for name in air.keys() & local.keys():
+        assert air[name] == local[name], f"{name}: airflow lock {air[name]} vs local lock {local[name]}"
 
 
 def test_airflow_lock_holds_a_working_celery_set() -> None:
