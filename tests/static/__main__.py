@@ -1,0 +1,3 @@
+from tests.static.tools import main
+
+raise SystemExit(main())
