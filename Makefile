@@ -124,6 +124,10 @@ sam: $(DEV_VENV)/.installed ## sam validate --lint and sam build (no container)
 	PATH="$(CURDIR)/$(DEV_VENV)/bin:$$PATH" $(DEV_VENV)/bin/sam build --template template.yaml \
 		--build-dir .aws-sam/build --cached --cache-dir .aws-sam/cache
 
+.PHONY: static
+static: $(DEV_VENV)/.installed ## cfn-lint + checkov on the translated template, and the template rules
+	$(DEV_PY) -m tests.static
+
 # pytest exits 5 when it collected nothing: for this project that is a broken gate, not a pass.
 .PHONY: pytest
 pytest: venvs ## Every test: unit, contract, statemachines, integration
@@ -132,7 +136,7 @@ pytest: venvs ## Every test: unit, contract, statemachines, integration
 	exit $$rc
 
 .PHONY: test
-test: lint typecheck dags-check sam pytest ## The whole gate (what CI runs)
+test: lint typecheck dags-check sam static pytest ## The whole gate (what CI runs)
 
 .PHONY: clean
 clean: ## Remove build output (keeps the environments and local state)

@@ -10,7 +10,8 @@ Returns the decision: ``{"action": "proceed"|"wait"|"timed_out", "running": n,
 
 Environment: DB_HOST, DB_PORT (default 5432), DB_NAME (default airflow),
 DB_SECRET_ARN (a Secrets Manager secret holding JSON with ``username`` and ``password``,
-the format RDS-managed secrets use), DB_CONNECT_TIMEOUT_SECONDS (default 5).
+the format RDS-managed secrets use), DB_CONNECT_TIMEOUT_SECONDS (default 5), DB_SSLMODE
+(disable, require (default: RDS forces SSL) or verify-full; see airflow_control_plane.pg_tls).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from airflow_control_plane.bringup.drain import PostgresTaskInstanceCounter, TaskInstanceCounter, decide_drain
 from airflow_control_plane.config import optional_int, optional_str, require_str
 from airflow_control_plane.errors import ConfigError, InvalidInputError
+from airflow_control_plane.pg_tls import ssl_context
 
 logger = Logger()
 metrics = Metrics(namespace="AirflowControlPlane")
@@ -40,6 +42,7 @@ class DrainCheckConfig:
     db_port: int
     db_name: str
     db_secret_arn: str
+    db_sslmode: str
     connect_timeout_seconds: int
 
     @classmethod
@@ -49,6 +52,7 @@ class DrainCheckConfig:
             db_port=optional_int("DB_PORT", 5432, minimum=1),
             db_name=optional_str("DB_NAME", "airflow"),
             db_secret_arn=require_str("DB_SECRET_ARN"),
+            db_sslmode=optional_str("DB_SSLMODE", "require"),
             connect_timeout_seconds=optional_int("DB_CONNECT_TIMEOUT_SECONDS", 5, minimum=1),
         )
 
@@ -75,6 +79,7 @@ def build_counter(config: DrainCheckConfig, secrets_client: Any | None = None) -
             port=config.db_port,
             database=config.db_name,
             timeout=config.connect_timeout_seconds,
+            ssl_context=ssl_context(config.db_sslmode),
         )
 
     return PostgresTaskInstanceCounter(connect)

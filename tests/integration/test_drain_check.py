@@ -138,6 +138,7 @@ def test_handler_end_to_end_with_secret_and_real_database(
         monkeypatch.setenv("DB_PORT", str(airflow_db.port))
         monkeypatch.setenv("DB_NAME", airflow_db.name)
         monkeypatch.setenv("DB_SECRET_ARN", secret)
+        monkeypatch.setenv("DB_SSLMODE", "disable")  # the local server has ssl=off; AWS uses require
 
         class Context:
             function_name = "drain-check"

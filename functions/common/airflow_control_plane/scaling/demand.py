@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pg8000.native
 
 from airflow_control_plane.errors import ConfigError, TransientError
+from airflow_control_plane.pg_tls import ssl_context
 from airflow_control_plane.scaling.config import QueueScaling
 
 STATEMENT_TIMEOUT_MS = 5000
@@ -110,6 +111,8 @@ def connection_kwargs(dsn: str) -> dict[str, Any]:
     database = parts.path.lstrip("/")
     if not database:
         raise ConfigError("metadata database URL names no database")
+    # The URL's sslmode (the stack's URL says require: RDS forces SSL); none means disable.
+    sslmode = parse_qs(parts.query).get("sslmode", ["disable"])[-1]
     return {
         "user": unquote(parts.username or "postgres"),
         "password": unquote(parts.password) if parts.password else None,
@@ -117,6 +120,7 @@ def connection_kwargs(dsn: str) -> dict[str, Any]:
         "port": parts.port or 5432,
         "database": database,
         "timeout": 10,
+        "ssl_context": ssl_context(sslmode),
     }
 
 
