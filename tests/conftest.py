@@ -13,13 +13,15 @@ import json
 import os
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pg8000.native
 import pytest
 import redis
+
+from airflow_control_plane.scaling.seed import migrate_schema
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EVENTS_DIR = REPO_ROOT / "events"
@@ -107,11 +109,12 @@ def pg_database_factory() -> Iterator[object]:
     """Create fresh, uniquely named databases for this run; drop them all at the end."""
     created: list[str] = []
 
-    def create(label: str = "t") -> PostgresDatabase:
+    def create(label: str = "t", template: str | None = None) -> PostgresDatabase:
         name = f"acp_{label}_{os.getpid()}_{uuid.uuid4().hex[:8]}".lower()
         admin = _admin_connection()
         try:
-            admin.run(f'CREATE DATABASE "{name}"')
+            suffix = f' TEMPLATE "{template}"' if template else ""
+            admin.run(f'CREATE DATABASE "{name}"{suffix}')
         finally:
             admin.close()
         created.append(name)
@@ -134,6 +137,27 @@ def pg_database(pg_database_factory: object) -> PostgresDatabase:
     db = pg_database_factory("run")
     assert isinstance(db, PostgresDatabase)
     return db
+
+
+@pytest.fixture(scope="session")
+def migrated_database_factory(
+    pg_database_factory: Callable[..., PostgresDatabase],
+    airflow_runtime: AirflowRuntime,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[str], PostgresDatabase]:
+    """Fresh databases holding the real Airflow schema.
+
+    ``airflow db migrate`` (seconds) runs once per test run into a template database; each
+    call then clones it with ``CREATE DATABASE ... TEMPLATE`` (well under a second), so every
+    consumer still gets its own isolated database.
+    """
+    template = pg_database_factory("schema")
+    migrate_schema(airflow_runtime.airflow, template.sqlalchemy_url, tmp_path_factory.mktemp("migrate-home"))
+
+    def create(label: str = "m") -> PostgresDatabase:
+        return pg_database_factory(label, template=template.name)
+
+    return create
 
 
 @dataclass(frozen=True)

@@ -196,22 +196,19 @@ class AirflowEnv:
 @pytest.fixture(scope="module")
 def migrated_airflow(
     airflow_runtime: AirflowRuntime,
-    pg_database_factory: Callable[[str], PostgresDatabase],
+    migrated_database_factory: Callable[[str], PostgresDatabase],
     repo_root: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AirflowEnv:
-    """A fresh metadata database, migrated, with AIRFLOW_HOME in a temp dir."""
-    database = pg_database_factory("dags")
+    """A fresh metadata database with the migrated schema, AIRFLOW_HOME in a temp dir."""
+    database = migrated_database_factory("dags")
     env = _clean_env(
         AIRFLOW_HOME=str(tmp_path_factory.mktemp("airflow_home")),
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=database.sqlalchemy_url,
         AIRFLOW__CORE__DAGS_FOLDER=str(repo_root / "dags"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
     )
-    airflow = AirflowEnv(airflow_runtime, database, env)
-    migrate = airflow.run("db", "migrate")
-    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
-    return airflow
+    return AirflowEnv(airflow_runtime, database, env)
 
 
 def _final_result(database: PostgresDatabase, dag_id: str, task_id: str) -> tuple[str, Any, list[Any]]:

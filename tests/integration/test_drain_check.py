@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,34 +23,15 @@ from moto import mock_aws
 
 from airflow_control_plane.bringup.drain import ActiveTaskInstances, PostgresTaskInstanceCounter, decide_drain
 from airflow_control_plane.errors import TransientError
-from tests.conftest import REPO_ROOT, AirflowRuntime, PostgresDatabase
+from tests.conftest import REPO_ROOT, PostgresDatabase
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def airflow_db(
-    pg_database_factory: Any, airflow_runtime: AirflowRuntime, tmp_path_factory: pytest.TempPathFactory
-) -> PostgresDatabase:
-    """A fresh database migrated by the real ``airflow db migrate``."""
-    db = pg_database_factory("drain")
-    home = tmp_path_factory.mktemp("airflow-home")
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db.sqlalchemy_url,
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
-    }
-    result = subprocess.run(
-        [str(airflow_runtime.airflow), "db", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return db
+def airflow_db(migrated_database_factory: Callable[[str], PostgresDatabase]) -> PostgresDatabase:
+    """A fresh database holding the schema of the real ``airflow db migrate``."""
+    return migrated_database_factory("drain")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,21 +45,13 @@ def _airflow_env(db: PostgresDatabase, home: Path) -> dict[str, str]:
 
 
 def test_real_api_server_without_scheduler_is_not_healthy_naming_each_component(
-    pg_database_factory: object, airflow_runtime: AirflowRuntime, tmp_path: Path
+    migrated_database_factory: Callable[[str], PostgresDatabase],
+    airflow_runtime: AirflowRuntime,
+    tmp_path: Path,
 ) -> None:
     # GIVEN a migrated database and a real api-server, nothing else running
-    assert callable(pg_database_factory)
-    db = pg_database_factory("health")
+    db = migrated_database_factory("health")
     env = _airflow_env(db, tmp_path)
-    migrate = subprocess.run(
-        [str(airflow_runtime.airflow), "db", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert migrate.returncode == 0, migrate.stderr[-2000:]
     port = _free_port()
     log = (tmp_path / "api-server.log").open("w")
     server = subprocess.Popen(

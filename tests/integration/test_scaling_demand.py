@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -24,14 +23,13 @@ from airflow_control_plane.scaling.policy import Action, ScaleMemory
 from airflow_control_plane.scaling.seed import (
     ALL_STATES,
     SeedTask,
-    migrate_schema,
     seed_bulk,
     seed_bundle_and_dags,
     seed_run,
     seed_task_instances,
 )
 from airflow_control_plane.scaling.service import ScalingPorts, evaluate
-from tests.conftest import AirflowRuntime, PostgresDatabase, RedisDatabase
+from tests.conftest import PostgresDatabase, RedisDatabase
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +55,8 @@ def seeded_tasks() -> list[SeedTask]:
 
 
 @pytest.fixture(scope="module")
-def airflow_db(
-    pg_database_factory: Any, airflow_runtime: AirflowRuntime, tmp_path_factory: pytest.TempPathFactory
-) -> PostgresDatabase:
-    db = pg_database_factory("scaling")
-    migrate_schema(airflow_runtime.airflow, db.sqlalchemy_url, Path(tmp_path_factory.mktemp("airflow-home")))
+def airflow_db(migrated_database_factory: Callable[[str], PostgresDatabase]) -> PostgresDatabase:
+    db = migrated_database_factory("scaling")  # the real `airflow db migrate` schema
     conn = db.connect()
     try:
         seed_bundle_and_dags(
