@@ -85,7 +85,8 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATEMACHINES = REPO_ROOT / "statemachines"
-CONTAINER_NAME = "airflow"
+MIGRATE_CONTAINER = "db-migrate"
+CREATE_USER_CONTAINER = "create-user"
 SERVICE_KEYS = ("api-server", "scheduler", "dag-processor", "triggerer", "worker")
 CAPACITY_REASON = (
     "Capacity is unavailable at this time. Please try again later or in a different availability zone"
@@ -336,25 +337,36 @@ class Emulator:
             Name="airflow-test/admin-password", SecretString="not-used-by-the-state-machine"
         )["ARN"]
         self.ecs.create_cluster(clusterName=self.cluster)
-        task_def = self.ecs.register_task_definition(
-            family="airflow-test-oneoff",
-            networkMode="awsvpc",
-            requiresCompatibilities=["FARGATE"],
-            cpu="512",
-            memory="1024",
-            executionRoleArn=role,
-            taskRoleArn=role,
-            containerDefinitions=[
-                {
-                    "name": CONTAINER_NAME,
-                    "image": "airflow:test",
-                    "cpu": 512,
-                    "memory": 1024,
-                    "essential": True,
-                    "secrets": [{"name": "AIRFLOW_ADMIN_PASSWORD", "valueFrom": secret}],
-                }
-            ],
-        )["taskDefinition"]["taskDefinitionArn"]
+
+        def one_off(container: str, secrets: list[dict[str, str]]) -> str:
+            return str(
+                self.ecs.register_task_definition(
+                    family=f"airflow-test-{container}",
+                    networkMode="awsvpc",
+                    requiresCompatibilities=["FARGATE"],
+                    cpu="512",
+                    memory="1024",
+                    executionRoleArn=role,
+                    taskRoleArn=role,
+                    containerDefinitions=[
+                        {
+                            "name": container,
+                            "image": "airflow:test",
+                            "cpu": 512,
+                            "memory": 1024,
+                            "essential": True,
+                            "secrets": secrets,
+                        }
+                    ],
+                )["taskDefinition"]["taskDefinitionArn"]
+            )
+
+        # As in template.yaml: only the create-user task definition carries the password.
+        migrate_def = one_off(MIGRATE_CONTAINER, [])
+        create_user_def = one_off(
+            CREATE_USER_CONTAINER, [{"name": "AIRFLOW_ADMIN_PASSWORD", "valueFrom": secret}]
+        )
+        task_def = migrate_def  # the long-running services reuse one definition here
         for name in self.service_names.values():
             self.ecs.create_service(
                 cluster=self.cluster,
@@ -370,8 +382,10 @@ class Emulator:
         topic, bus = self._create_notifications()
         self.substitutions = {
             "ClusterArn": self.ecs.describe_clusters(clusters=[self.cluster])["clusters"][0]["clusterArn"],
-            "OneOffTaskDefinitionArn": task_def,
-            "AirflowContainerName": CONTAINER_NAME,
+            "MigrateTaskDefinitionArn": migrate_def,
+            "MigrateContainerName": MIGRATE_CONTAINER,
+            "CreateUserTaskDefinitionArn": create_user_def,
+            "CreateUserContainerName": CREATE_USER_CONTAINER,
             "SubnetIds": subnet,
             "SecurityGroupId": sg,
             "ApiServerServiceName": self.service_names["api-server"],

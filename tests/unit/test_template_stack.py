@@ -208,18 +208,23 @@ def test_every_skip_has_a_written_reason(template: dict[str, Any]) -> None:
         assert len(str(skip.get("comment", "")).strip()) >= 30, (logical_id, skip.get("id"))
 
 
-def test_one_off_jobs_task_definition_fits_the_bring_up(template: dict[str, Any]) -> None:
-    # GIVEN what the bring-up state machine is told about its one-off task definition
+def test_one_off_jobs_task_definitions_fit_the_bring_up(template: dict[str, Any]) -> None:
+    # GIVEN what the bring-up state machine is told about its two one-off task definitions
     subs = template["Resources"]["BringUpStateMachine"]["Properties"]["DefinitionSubstitutions"]
-    task_id = subs["OneOffTaskDefinitionArn"]["Ref"]
-    containers = template["Resources"][task_id]["Properties"]["ContainerDefinitions"]
-    # THEN the container it overrides exists there, and it can run create-user (admin password)
-    assert [c["Name"] for c in containers] == [subs["AirflowContainerName"]]
-    assert "AIRFLOW_ADMIN_PASSWORD" in {s["Name"] for s in containers[0]["Secrets"]}
-    # AND the state machine role may run that family
     role = json.dumps(template["Resources"]["StateMachineRole"])
-    family = template["Resources"][task_id]["Properties"]["Family"]["Fn::Sub"]
-    assert f"task-definition/{family}:*" in role
+    secrets_by_job = {}
+    for job in ("Migrate", "CreateUser"):
+        task_id = subs[f"{job}TaskDefinitionArn"]["Ref"]
+        containers = template["Resources"][task_id]["Properties"]["ContainerDefinitions"]
+        # THEN the container each step overrides exists in its task definition
+        assert [c["Name"] for c in containers] == [subs[f"{job}ContainerName"]]
+        secrets_by_job[job] = {s["Name"] for s in containers[0].get("Secrets", [])}
+        # AND the state machine role may run that family
+        family = template["Resources"][task_id]["Properties"]["Family"]["Fn::Sub"]
+        assert f"task-definition/{family}:*" in role
+    # AND only create-user receives the admin password; the migration never has it
+    assert "AIRFLOW_ADMIN_PASSWORD" in secrets_by_job["CreateUser"]
+    assert "AIRFLOW_ADMIN_PASSWORD" not in secrets_by_job["Migrate"]
 
 
 def test_api_server_waits_for_every_listener(template: dict[str, Any]) -> None:
