@@ -107,6 +107,8 @@ def local_env(
         "AFCTL_DATABASE_URL": database.dsn,
         "AFCTL_REDIS_URL": redis_database.url,
         "AFCTL_STOP_GRACE": "15",
+        # a fixed worker here; test_local_autoscaling.py covers the autoscaler (0 -> N -> 0)
+        "AFCTL_AUTOSCALE": "false",
     }
     local = LocalEnv(airflow_runtime.afctl, state, env, database)
     try:

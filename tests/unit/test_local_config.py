@@ -145,7 +145,11 @@ def test_settings_defaults_and_overrides(tmp_path: Path) -> None:
     assert settings.database_url == "postgresql://postgres@127.0.0.1:5432/airflow_local"
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert settings.dags_folder.name == "dags"
-    assert settings.workers_min == 1
+    # AND the autoscaler is on, so idle workers go to zero; without it one worker stays up
+    assert settings.autoscale is True
+    assert settings.workers_min == 0
+    fixed = LocalSettings.from_env({"AFCTL_STATE_DIR": str(tmp_path / "st"), "AFCTL_AUTOSCALE": "false"})
+    assert fixed.workers_min == 1
     # AND malformed values fail loudly, naming the variable
     with pytest.raises(ConfigError, match="AFCTL_WORKERS_MIN"):
         LocalSettings.from_env({"AFCTL_WORKERS_MIN": "-1"})

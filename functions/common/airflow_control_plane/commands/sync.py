@@ -6,7 +6,9 @@ Exit codes: 0 published or nothing to do, 3 refused (an older commit without --r
 
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -15,6 +17,10 @@ from airflow_control_plane.dagsync.events import EventPublisher, InMemoryPublish
 from airflow_control_plane.dagsync.local import default_cache_dir, local_source, system_clock
 from airflow_control_plane.dagsync.service import SyncResult, SyncSettings, sync_once
 from airflow_control_plane.dagsync.webhook import SyncRequest
+from airflow_control_plane.errors import ConfigError
+from airflow_control_plane.local.dag_source import SourceMode, select_dag_source
+from airflow_control_plane.local.paths import StatePaths
+from airflow_control_plane.local.settings import LocalSettings
 
 EXIT_REFUSED = 3
 
@@ -36,16 +42,71 @@ def describe(result: SyncResult) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class SyncWhere:
+    """What to publish where, after filling what the command line left out."""
+
+    repo: str
+    ref: str
+    subdir: str
+    target: Path
+    token_env: str | None
+    cache_dir: Path
+    events_file: Path | None
+
+
+def resolve_where(
+    repo: str | None,
+    ref: str | None,
+    subdir: str | None,
+    target: Path | None,
+    token_env: str | None,
+    cache_dir: Path | None,
+    events_file: Path | None,
+) -> SyncWhere:
+    """With --target: as given. Without: the local environment's DAG source and target."""
+    if target is not None:
+        if not repo:
+            raise click.UsageError("--repo (or DAG_REPO_URL) is required with --target")
+        cache = cache_dir or default_cache_dir()
+        return SyncWhere(repo, ref or "main", subdir or "", target, token_env, cache, events_file)
+    paths = StatePaths.from_env()
+    if not paths.settings.exists():
+        raise click.UsageError(
+            f"--target is required: there is no local environment at {paths.root} (run `afctl up` first)"
+        )
+    local = select_dag_source(
+        os.environ, default_folder=LocalSettings.from_env().dags_folder, state_root=paths.root
+    )
+    if local.mode is not SourceMode.GIT:
+        raise ConfigError(f"the local environment reads DAGs from a folder: {local.reason}; nothing to sync")
+    if repo:  # another repository into the local target
+        local = replace(local, repository=repo, ref=ref or "main", subdir=subdir or "")
+    else:
+        local = replace(local, ref=ref or local.ref, subdir=local.subdir if subdir is None else subdir)
+    click.echo(f"local environment {paths.root}: {local.repository} at {local.ref} into {local.folder}")
+    return SyncWhere(
+        local.repository,
+        local.ref,
+        local.subdir,
+        local.folder,
+        token_env or local.token_env,
+        cache_dir or paths.root / "dagsync-cache",
+        events_file or paths.logs / "dagsync-events.jsonl",
+    )
+
+
 @click.command("sync")
-@click.option("--repo", "repo", envvar="DAG_REPO_URL", required=True, help="Git URL (file://, https://).")
-@click.option("--ref", envvar="DAG_REPO_REF", default="main", show_default=True, help="Branch, tag or SHA.")
-@click.option("--subdir", envvar="DAG_REPO_SUBDIR", default="", help="Publish only this subdirectory.")
+@click.option("--repo", "repo", envvar="DAG_REPO_URL", default=None, help="Git URL (file://, https://).")
+@click.option("--ref", envvar="DAG_REPO_REF", default=None, help="Branch, tag or SHA (default main).")
+@click.option("--subdir", envvar="DAG_REPO_SUBDIR", default=None, help="Publish only this subdirectory.")
 @click.option(
     "--target",
     envvar="DAGS_TARGET_DIR",
-    required=True,
+    default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="The DAGs folder root; Airflow reads <target>/current.",
+    help="The DAGs folder root; Airflow reads <target>/current. Default: the local environment's "
+    "(<state>/dags, with its DAG source as the default --repo/--ref/--subdir).",
 )
 @click.option("--rollback-to", "rollback_to", default=None, help="Publish this older commit on purpose.")
 @click.option("--sha", default=None, help="Publish this commit of the ref (as a push would).")
@@ -65,10 +126,10 @@ def describe(result: SyncResult) -> str:
     help="Append sync events as JSON lines here (the local event bus).",
 )
 def sync_command(
-    repo: str,
-    ref: str,
-    subdir: str,
-    target: Path,
+    repo: str | None,
+    ref: str | None,
+    subdir: str | None,
+    target: Path | None,
     rollback_to: str | None,
     sha: str | None,
     token_env: str | None,
@@ -82,16 +143,19 @@ def sync_command(
     Only changed files are written; a commit whose Python files do not compile is not published;
     an older commit is refused unless --rollback-to names it.
     """
+    where = resolve_where(repo, ref, subdir, target, token_env, cache_dir, events_file)
     settings = SyncSettings(
-        repository=repo,
-        ref=ref,
-        target=target,
-        subdir=subdir,
+        repository=where.repo,
+        ref=where.ref,
+        target=where.target,
+        subdir=where.subdir,
         keep_releases=keep,
         min_release_age_s=min_age_s,
     )
-    source = local_source(repo, cache_dir or default_cache_dir(), token_env)
-    publisher: EventPublisher = JsonLinesPublisher(events_file) if events_file else InMemoryPublisher()
+    source = local_source(where.repo, where.cache_dir, where.token_env)
+    publisher: EventPublisher = (
+        JsonLinesPublisher(where.events_file) if where.events_file else InMemoryPublisher()
+    )
     request = SyncRequest(trigger="manual", sha=sha, rollback_to=rollback_to)
     result = sync_once(settings, request, source, publisher, system_clock())
     click.echo(describe(result))

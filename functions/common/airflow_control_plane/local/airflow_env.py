@@ -10,6 +10,7 @@ Keys are checked against Airflow 3.3.2's config_templates/config.yml.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ ALL_SERVICES: tuple[str, ...] = (*CORE_SERVICES, WORKER_SERVICE)
 # Set by the local runtime (never by an operator) in the supervisor and every process it
 # starts: `down` finds stray processes of this state folder by it, whatever their group.
 STATE_MARKER_ENV = "AFCTL_LOCAL_RUNTIME"
+RELEASE_BUNDLE_CLASSPATH = "airflow_control_plane.dagsync.airflow_bundle.ReleaseDagBundle"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,10 @@ class AirflowEnvInputs:
     api_workers: int
     worker_concurrency: int
     state_dir: Path
+    # DAG sync target read through ReleaseDagBundle (dags_folder is then <target>/current);
+    # None: the default LocalDagBundle on dags_folder (folder mode).
+    dag_bundle_target: Path | None = None
+    dag_bundle_refresh_s: int = 10
 
     @property
     def api_base_url(self) -> str:
@@ -44,9 +50,26 @@ class AirflowEnvInputs:
         return f"http://{host}:{self.api_port}"
 
 
+def dag_bundle_config(target: Path, refresh_interval_s: int) -> str:
+    """One bundle, ReleaseDagBundle over the sync target: one parse reads one resolved release
+    and its version (recorded with DAG versions and runs) is the release id, the commit SHA."""
+    bundle = {
+        "name": "dags",
+        "classpath": RELEASE_BUNDLE_CLASSPATH,
+        "kwargs": {"target": str(target), "refresh_interval": refresh_interval_s},
+    }
+    return json.dumps([bundle])
+
+
 def airflow_environment(inputs: AirflowEnvInputs) -> dict[str, str]:
     """The variables added to every component's environment (and to the one-off jobs)."""
+    bundle: dict[str, str] = {}
+    if inputs.dag_bundle_target is not None:
+        bundle["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = dag_bundle_config(
+            inputs.dag_bundle_target, inputs.dag_bundle_refresh_s
+        )
     return {
+        **bundle,
         "AIRFLOW_HOME": str(inputs.airflow_home),
         "PYTHONDONTWRITEBYTECODE": "1",
         STATE_MARKER_ENV: str(inputs.state_dir),

@@ -2,7 +2,8 @@
 
 Same order as the AWS state machine: validate input, migrate the metadata DB (never start
 services after a failed migration), create the admin user, start the core services, wait
-until each is steady, health gate, start workers at their minimum, announce ready.
+until each is steady, health gate, start workers at their minimum, announce ready. Before
+the services, the DAG source is published with the DAG sync core (local/dag_source.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from airflow_control_plane.bringup.steps import BRING_UP_ORDER, CORE_SERVICES, BringUpStep
-from airflow_control_plane.errors import ConfigError, ControlPlaneError, TransientError
+from airflow_control_plane.errors import ConfigError, ControlPlaneError, InvalidInputError, TransientError
+from airflow_control_plane.local import autoscaler as local_autoscaler
 from airflow_control_plane.local import backing, metadata_db
 from airflow_control_plane.local.airflow_env import (
     STATE_MARKER_ENV,
@@ -28,6 +30,15 @@ from airflow_control_plane.local.airflow_env import (
 )
 from airflow_control_plane.local.airflow_jobs import JobResult, WarmCli, run_job
 from airflow_control_plane.local.bytecode import missing_bytecode_warning
+from airflow_control_plane.local.dag_source import (
+    DagSource,
+    SourceMode,
+    decide_after_failed_sync,
+    live_release,
+    select_dag_source,
+    summarise_sync,
+)
+from airflow_control_plane.local.dag_source import publish as publish_dags
 from airflow_control_plane.local.decisions import decide_admin, decide_migration
 from airflow_control_plane.local.ecs import LocalEcs, ServiceControl, ensure_supervisor
 from airflow_control_plane.local.health import fetch_health, wait_until_healthy
@@ -84,8 +95,7 @@ class BringUp:
     def validate_input(self) -> str:
         s = self.settings
         s.paths.ensure()
-        if not s.dags_folder.is_dir():
-            raise ConfigError(f"DAGs folder {s.dags_folder} does not exist (set AFCTL_DAGS_FOLDER)")
+        dags = self._sync_dags()
         if os.sep in s.airflow_bin and not os.access(s.airflow_bin, os.X_OK):
             raise ConfigError(f"airflow executable {s.airflow_bin} not found (run `make venvs`)")
         self.state = RuntimeState.load(s.paths)
@@ -97,7 +107,8 @@ class BringUp:
         keys = load_or_create_keys(s.paths.secrets)
         inputs = AirflowEnvInputs(
             airflow_home=s.paths.airflow_home,
-            dags_folder=s.dags_folder,
+            dags_folder=dags.airflow_dags_folder,
+            dag_bundle_target=dags.bundle_target,
             sqlalchemy_url=self.target.sqlalchemy_url,
             broker_url=redis_url,
             keys=keys,
@@ -113,7 +124,7 @@ class BringUp:
         self.state.save(s.paths)
         dump_spec(
             s.paths.supervisor_spec,
-            service_specs(s.airflow_bin, s.worker_concurrency),
+            {**service_specs(s.airflow_bin, s.worker_concurrency), **local_autoscaler.specs(s)},
             self.env,
             s.stop_grace_s,
         )
@@ -122,6 +133,34 @@ class BringUp:
         if warning:
             self.echo(f"warning: {warning}")
         return f"{pg_note}; {redis_note}; {db_note}; api port {port}; state {s.paths.root}"
+
+    def _sync_dags(self) -> DagSource:
+        """Publish the DAGs before any service starts. Not a BRING_UP_ORDER step: on AWS the
+        sync is its own trigger (push webhook, schedule) and bring-up only reads EFS."""
+        s = self.settings
+        dags = select_dag_source(self.base_env, default_folder=s.dags_folder, state_root=s.paths.root)
+        self.echo(f"[dags] {dags.reason}")
+        if dags.mode is SourceMode.FOLDER:
+            if not dags.folder.is_dir():
+                raise ConfigError(f"DAGs folder {dags.folder} does not exist (set AFCTL_DAGS_FOLDER)")
+            return dags
+        started = time.monotonic()
+        error: ControlPlaneError | None = None
+        try:
+            result = publish_dags(dags, s.paths.root, trigger="local-up")
+            problem = None if result.action != "refused" else f"sync refused: {result.reason}"
+        except ControlPlaneError as exc:
+            error, problem = exc, f"DAG sync failed: {exc}"
+        seconds = time.monotonic() - started
+        if problem is None:
+            self.echo(f"[dags] sync_dags done in {seconds:.1f} s: {summarise_sync(result)}")
+            return dags
+        decision = decide_after_failed_sync(live_release(dags), problem)
+        if not decision.proceed:
+            self.echo(f"[dags] sync_dags FAILED after {seconds:.1f} s: {decision.reason}")
+            raise error or InvalidInputError(decision.reason)
+        self.echo(f"[dags] warning after {seconds:.1f} s: {decision.reason}")
+        return dags
 
     def _postgres(self) -> tuple[str, str]:
         s = self.settings
@@ -281,9 +320,10 @@ class BringUp:
         return wait_until_healthy(fetch, self.settings.health_timeout_s).reason
 
     def start_workers(self) -> str:
-        count = self.settings.workers_min
+        count = local_autoscaler.initial_workers(self._ecs(), self.settings)  # never below what runs
         self._ecs().set_desired_count(WORKER_SERVICE, count)
-        return f"desired count {count} for {WORKER_SERVICE} (AFCTL_WORKERS_MIN; the autoscaler takes over)"
+        note = local_autoscaler.start(self._ecs(), self.settings)  # clears the hibernation flag first
+        return f"desired count {count} for {WORKER_SERVICE} (AFCTL_WORKERS_MIN); {note}"
 
     def announce_ready(self) -> str:
         s = self.settings

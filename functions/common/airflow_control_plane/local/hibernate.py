@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from airflow_control_plane.bringup.steps import HIBERNATE_ORDER, HibernateStep
 from airflow_control_plane.errors import ControlPlaneError
+from airflow_control_plane.local import autoscaler as local_autoscaler
 from airflow_control_plane.local import backing, metadata_db, proc
 from airflow_control_plane.local.airflow_env import STATE_MARKER_ENV, WORKER_SERVICE
 from airflow_control_plane.local.decisions import decide_drain
@@ -62,7 +63,10 @@ class Hibernate:
         self.running = self.settings.paths.root.is_dir() and self.ecs.is_running()
         if not self.running:
             return f"no supervisor runs for {self.settings.paths.root}: nothing to stop, checking for strays"
-        return f"supervisor runs for {self.settings.paths.root}"
+        # Before the scheduler stops: the autoscaler must never start workers while hibernating.
+        grace = self.settings.stop_grace_s + 30.0
+        note = local_autoscaler.stop(self.ecs, self.settings.paths, timeout_s=grace)
+        return f"supervisor runs for {self.settings.paths.root}; {note}"
 
     def stop_service(self, service: str) -> str:
         if not self.running:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from airflow_control_plane.config import optional_int, optional_str
+from airflow_control_plane.config import optional_bool, optional_int, optional_str
 from airflow_control_plane.errors import ConfigError
 from airflow_control_plane.local.paths import StatePaths, repo_root
 
@@ -31,7 +31,8 @@ class LocalSettings:
     paths: StatePaths
     database_url: str
     redis_url: str
-    # The one setting for where DAGs come from (DAG sync will publish into a folder later).
+    # The working-tree DAGs folder read in folder mode; where DAGs come from (this repository
+    # through DAG sync by default) is decided by local/dag_source.py.
     dags_folder: Path
     airflow_bin: str
     api_host: str
@@ -45,12 +46,18 @@ class LocalSettings:
     health_timeout_s: int
     stop_grace_s: int
     drain_timeout_s: int
+    # Worker autoscaling (local/autoscaler.py): on by default, so workers go 0 -> N -> 0.
+    autoscale: bool = True
+    workers_max: int = 3
+    autoscale_interval_s: int = 5
+    autoscale_idle_s: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LocalSettings:
         source = os.environ if env is None else env
         dags = Path(optional_str("AFCTL_DAGS_FOLDER", str(repo_root() / "dags"), source)).expanduser()
         port = optional_int("AFCTL_API_PORT", 0, source, minimum=0)
+        autoscale = optional_bool("AFCTL_AUTOSCALE", True, source)
         if port > 65535:
             raise ConfigError(f"environment variable AFCTL_API_PORT must be <= 65535, got {port}")
         return cls(
@@ -62,7 +69,8 @@ class LocalSettings:
             api_host=optional_str("AFCTL_API_HOST", "127.0.0.1", source),
             api_port=port,
             api_workers=optional_int("AFCTL_API_WORKERS", 1, source, minimum=1),
-            workers_min=optional_int("AFCTL_WORKERS_MIN", 1, source, minimum=0),
+            # With the autoscaler on, idle workers go to zero; without it one worker stays up.
+            workers_min=optional_int("AFCTL_WORKERS_MIN", 0 if autoscale else 1, source, minimum=0),
             worker_concurrency=optional_int("AFCTL_WORKER_CONCURRENCY", 4, source, minimum=1),
             admin_username=optional_str("AFCTL_ADMIN_USERNAME", "admin", source),
             migrate_timeout_s=optional_int("AFCTL_MIGRATE_TIMEOUT", 600, source, minimum=1),
@@ -70,4 +78,8 @@ class LocalSettings:
             health_timeout_s=optional_int("AFCTL_HEALTH_TIMEOUT", 300, source, minimum=1),
             stop_grace_s=optional_int("AFCTL_STOP_GRACE", 20, source, minimum=0),
             drain_timeout_s=optional_int("AFCTL_DRAIN_TIMEOUT", 300, source, minimum=0),
+            autoscale=autoscale,
+            workers_max=optional_int("AFCTL_WORKERS_MAX", 3, source, minimum=1),
+            autoscale_interval_s=optional_int("AFCTL_AUTOSCALE_INTERVAL", 5, source, minimum=1),
+            autoscale_idle_s=optional_int("AFCTL_AUTOSCALE_IDLE_SECONDS", 60, source, minimum=0),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from airflow_control_plane.local.airflow_env import ALL_SERVICES
+from airflow_control_plane.local.autoscaler import read_decisions
 from airflow_control_plane.local.ecs import LocalEcs
 from airflow_control_plane.local.files import read_json
 from airflow_control_plane.local.health import HealthVerdict, evaluate_health, fetch_health
@@ -19,6 +20,7 @@ class StatusReport:
     services: tuple[ServiceState, ...]
     base_url: str | None
     health: HealthVerdict | None
+    last_scaling: dict[str, object] | None = None  # the autoscaler's last logged decision
 
 
 def collect_status(settings: LocalSettings) -> StatusReport:
@@ -35,7 +37,8 @@ def collect_status(settings: LocalSettings) -> StatusReport:
         return StatusReport(False, services, base_url, None)
     services = tuple(ecs.describe())
     health = evaluate_health(fetch_health(base_url)) if base_url else None
-    return StatusReport(True, services, base_url, health)
+    last = read_decisions(paths, last=1)
+    return StatusReport(True, services, base_url, health, last[-1] if last else None)
 
 
 def render_status(report: StatusReport) -> list[str]:
@@ -51,4 +54,10 @@ def render_status(report: StatusReport) -> list[str]:
     elif report.health is not None:
         word = "healthy" if report.health.healthy else "unhealthy"
         lines.append(f"health: {word} ({report.health.reason}) at {report.base_url}")
+    if report.supervisor_running and report.last_scaling is not None:
+        d = report.last_scaling
+        lines.append(
+            f"autoscaler: last decision at {d.get('at')}: {d.get('action')} {d.get('current')} -> "
+            f"{d.get('target')} ({d.get('reason')})"
+        )
     return lines
