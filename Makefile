@@ -78,6 +78,12 @@ down: $(RUNTIME_VENV)/.installed ## Hibernate the local environment; leaves no p
 status: $(RUNTIME_VENV)/.installed ## Show each local service's desired/running count and health
 	$(AFCTL) status
 
+# --- the image (needs a Docker engine: not available on the development machines) ------------
+IMAGE ?= airflow-ecs:3.3.2
+.PHONY: image
+image: ## Build the Airflow image (context: the repository root, see airflow_image/README.md)
+	docker build -f airflow_image/Dockerfile -t $(IMAGE) .
+
 # --- figures ---------------------------------------------------------------------------------
 .PHONY: bench-up
 bench-up: $(RUNTIME_VENV)/.installed ## Time `airflow standalone` vs `afctl up` to healthy, per step (fresh DBs)

@@ -16,8 +16,11 @@ import pytest
 
 pytestmark = pytest.mark.unit
 
-IMAGE_DIR = Path(__file__).resolve().parents[2] / "airflow_image"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+IMAGE_DIR = REPO_ROOT / "airflow_image"
 DOCKERFILE = IMAGE_DIR / "Dockerfile"
+DOCKERIGNORE = IMAGE_DIR / "Dockerfile.dockerignore"
+BUILD_CONTEXT = REPO_ROOT  # docker build -f airflow_image/Dockerfile .
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -171,6 +174,34 @@ def test_every_copied_file_exists_in_the_build_context(parsed: list[tuple[str, s
     for rest in copies:
         sources = [part for part in rest.split() if not part.startswith("--")][:-1]
         for source in sources:
-            assert (IMAGE_DIR / source).is_file(), f"COPY {source}: not in the build context airflow_image/"
-    entrypoint_dest = [rest.split()[-1] for rest in copies if rest.split()[0] == "entrypoint.py"]
+            assert (BUILD_CONTEXT / source).exists(), f"COPY {source}: not in the build context (repo root)"
+    entrypoint_dest = [
+        rest.split()[-1] for rest in copies if rest.split()[0] == "airflow_image/entrypoint.py"
+    ]
     assert entrypoint_dest == ["/opt/airflow-image/entrypoint.py"]
+
+
+def test_dockerignore_admits_exactly_what_the_image_copies(parsed: list[tuple[str, str]]) -> None:
+    # GIVEN the build context is the whole repository
+    lines = [
+        ln.strip() for ln in DOCKERIGNORE.read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
+    # THEN everything is excluded first, and only the copied sources are let back in
+    assert lines[0] == "*"
+    admitted = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
+    copied = {
+        part.rstrip("/")
+        for rest in _all(parsed, "COPY")
+        for part in [p for p in rest.split() if not p.startswith("--")][:-1]
+    }
+    assert admitted == copied
+
+
+def test_every_role_loads_the_control_plane_celery_hooks(parsed: list[tuple[str, str]]) -> None:
+    # GIVEN the image's environment
+    env = " ".join(_all(parsed, "ENV"))
+    module = "airflow_control_plane.scaling.celery_config"
+    # THEN the package is importable from where it is copied, and Celery loads its hooks
+    assert "PYTHONPATH=/opt/airflow-control-plane" in env
+    assert f"AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS={module}.CELERY_CONFIG" in env
+    assert (REPO_ROOT / "functions/common" / (module.replace(".", "/") + ".py")).is_file()
