@@ -102,12 +102,16 @@ simulate: $(RUNTIME_VENV)/.installed ## Replay the shipped weekday trace: policy
 bench-scaling: $(RUNTIME_VENV)/.installed ## Autoscaler decision latency on 1,000,000 task instances + simulation (~1 min)
 	$(AFCTL) bench-scaling
 
+.PHONY: bench-wakeup
+bench-wakeup: $(RUNTIME_VENV)/.installed ## Local: a task queued with zero workers until a worker runs it
+	$(AFCTL) bench-wakeup --rounds 3
+
 .PHONY: bench-sfn
 bench-sfn: $(DEV_VENV)/.installed ## State transitions per bring-up/hibernate execution (moto emulator)
 	$(DEV_PY) -m tests.statemachines.bench_transitions
 
 .PHONY: bench
-bench: bench-up bench-dagsync bench-scaling bench-sfn ## Every figure the issues name (several minutes)
+bench: bench-up bench-dagsync bench-scaling bench-wakeup bench-sfn ## Every figure the issues name (several minutes)
 
 # --- the gate ----------------------------------------------------------------------------------
 .PHONY: lint
