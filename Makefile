@@ -103,7 +103,7 @@ bench-scaling: $(RUNTIME_VENV)/.installed ## Autoscaler decision latency on 1,00
 	$(AFCTL) bench-scaling
 
 .PHONY: bench-wakeup
-bench-wakeup: $(RUNTIME_VENV)/.installed ## Local: a task queued with zero workers until a worker runs it
+bench-wakeup: up ## Local: a task queued with zero workers until a worker runs it (brings the env up)
 	$(AFCTL) bench-wakeup --rounds 3
 
 .PHONY: bench-sfn
