@@ -6,6 +6,7 @@ The image cannot be built here (no Docker engine); these tests read the Dockerfi
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -205,3 +206,76 @@ def test_every_role_loads_the_control_plane_celery_hooks(parsed: list[tuple[str,
     assert "PYTHONPATH=/opt/airflow-control-plane" in env
     assert f"AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS={module}.CELERY_CONFIG" in env
     assert (REPO_ROOT / "functions/common" / (module.replace(".", "/") + ".py")).is_file()
+
+
+def _ignore_rules() -> list[tuple[bool, re.Pattern[str], str]]:
+    """(re-include?, regex, pattern) per line of the ignore file, in order."""
+    rules = []
+    for raw in DOCKERIGNORE.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        include = line.startswith("!")
+        pattern = line.lstrip("!").strip("/")
+        regex = re.escape(pattern).replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*")
+        regex = regex.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        rules.append((include, re.compile(regex + r"\Z"), pattern))
+    return rules
+
+
+def _in_context(path: str, rules: list[tuple[bool, re.Pattern[str], str]]) -> bool:
+    """Docker's rule (moby patternmatcher): the last pattern matching the path, or one of its
+    parent directories, decides; "!" lets it back in."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    admitted = True
+    for include, regex, _ in rules:
+        if any(regex.match(prefix) for prefix in prefixes):
+            admitted = include
+    return admitted
+
+
+def _context_files() -> set[str]:
+    """The repository's files (as they are on this machine, local state included) that the
+    ignore file lets into the build context. Excluded directories no "!" line reaches are pruned."""
+    rules = _ignore_rules()
+    reopened = [pattern for include, _, pattern in rules if include]
+    admitted: set[str] = set()
+    for directory, dirs, files in os.walk(BUILD_CONTEXT):
+        rel = Path(directory).relative_to(BUILD_CONTEXT).as_posix()
+        rel = "" if rel == "." else rel + "/"
+        dirs[:] = [
+            d
+            for d in dirs
+            if d != ".git"
+            and (_in_context(rel + d, rules) or any(p.startswith(rel + d + "/") for p in reopened))
+        ]
+        admitted.update(rel + f for f in files if _in_context(rel + f, rules))
+    return admitted
+
+
+def test_the_build_context_holds_the_image_files_and_no_tests_state_or_secrets() -> None:
+    # GIVEN the repository as it is on a developer machine (virtualenvs, .local state, caches)
+    # WHEN the ignore file is applied the way BuildKit applies it
+    admitted = _context_files()
+    # THEN the lock, the entrypoint and every module of the control-plane package get in ...
+    package = {
+        p.relative_to(BUILD_CONTEXT).as_posix()
+        for p in (BUILD_CONTEXT / "functions/common/airflow_control_plane").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    }
+    assert {"airflow_image/requirements.txt", "airflow_image/entrypoint.py"} | package == admitted
+    # ... and nothing else: no tests, local state, virtualenvs, git metadata, caches or env files
+    forbidden = re.compile(
+        r"(^|/)(tests|\.local|\.venv[^/]*|\.git|__pycache__|\.aws-sam)(/|$)|\.pyc$|(^|/)\.env"
+    )
+    assert not [p for p in admitted if forbidden.search(p)]
+
+
+def test_the_ignore_evaluator_does_exclude() -> None:
+    # GIVEN the rules WHEN asked about paths the image must not see THEN they are out
+    rules = _ignore_rules()
+    assert not _in_context("tests/conftest.py", rules)
+    assert not _in_context(".local/state/secret.json", rules)
+    assert not _in_context("functions/common/airflow_control_plane/__pycache__/x.cpython-311.pyc", rules)
+    assert _in_context("functions/common/airflow_control_plane/scaling/protection.py", rules)
