@@ -392,3 +392,18 @@ def test_every_worker_service_is_started_to_its_own_minimum(emulator: Emulator) 
     assert execution.entered_states.count("SetWorkerCount") == 1
     workers = emulator.events()[0]["detail"]["workers"]
     assert [w["desired"] for w in workers] == [0, 2, 3]
+
+
+@pytest.mark.usefixtures("api_server")
+def test_a_single_worker_service_is_started_to_its_minimum(emulator: Emulator) -> None:
+    # GIVEN the default stack: one worker queue with a minimum of 1
+    single = "[{'queue': 'default', 'serviceName': '" + emulator.service_names["worker"] + "', 'minimum': 1}]"
+    arn = emulator.create_state_machine(FILE, {"WorkerServices": single})
+
+    # WHEN bring-up runs with the minimal input
+    execution = emulator.run(arn, {**load_event("bringup_minimal.json"), **FAST})
+
+    # THEN that worker service runs at its minimum
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    assert emulator.service_counts()["worker"] == (1, 1)
+    assert execution.entered_states.count("SetWorkerCount") == 1

@@ -188,3 +188,17 @@ def test_hibernate_twice_is_safe(emulator: Emulator, counter: ScriptedCounter) -
     assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
     assert emulator.service_counts() == dict.fromkeys(RUNNING, (0, 0))
     assert [e["detail-type"] for e in emulator.events()] == ["Airflow Environment Hibernated"] * 2
+
+
+def test_a_single_worker_service_is_stopped_too(emulator: Emulator, counter: ScriptedCounter) -> None:
+    # GIVEN the default stack: one worker queue (the WorkerServices list has one entry)
+    single = "[{'queue': 'default', 'serviceName': '" + emulator.service_names["worker"] + "', 'minimum': 0}]"
+    arn = emulator.create_state_machine(FILE, {"WorkerServices": single})
+
+    # WHEN hibernate runs
+    execution = emulator.run(arn, load_event("hibernate.json"))
+
+    # THEN that worker service is stopped (a one-element list is still a list to the Map)
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    assert emulator.service_counts()["worker"] == (0, 0)
+    assert execution.entered_states.count("StopWorkerService") == 1
