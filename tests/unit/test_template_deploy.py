@@ -294,6 +294,8 @@ def test_aws_reads_dags_through_the_same_release_bundle_as_the_local_runtime(
         # THEN it is exactly what the local runtime configures, over the EFS mount point
         assert bundles == json.loads(dag_bundle_config(Path(target), 10)), logical_id
         assert env["AIRFLOW__CORE__DAGS_FOLDER"] == f"{target}/current", logical_id
+        # AND bundle versioning stays on: a DAG run is pinned to the release it was created with
+        assert str(env.get("AIRFLOW__DAG_PROCESSOR__DISABLE_BUNDLE_VERSIONING", "False")).lower() == "false"
         mounts = [m["ContainerPath"] for m in container.get("MountPoints") or []]
         if mounts:
             assert mounts == [target], logical_id
