@@ -48,7 +48,8 @@ parsed (set it identically on the dag-processor, scheduler and workers):
 | unset / `false` (default) | ordinary Celery tasks; each runs `PICK_NUMBERS_SCRIPT` as a child process |
 | `true` | standalone Fargate tasks (`EcsRunTaskOperator`) running the same script |
 
-On ECS these variables are required (the template sets them):
+On ECS these variables are required; the stack does not set them (it has no task definition
+for the picks), so set them on the dag-processor, scheduler and workers yourself:
 `SAMPLE_DAGS_ECS_CLUSTER`, `SAMPLE_DAGS_ECS_TASK_DEFINITION`, `SAMPLE_DAGS_ECS_CONTAINER_NAME`,
 `SAMPLE_DAGS_ECS_SUBNETS` and `SAMPLE_DAGS_ECS_SECURITY_GROUPS` (comma-separated),
 `SAMPLE_DAGS_ECS_AWSLOGS_GROUP` and `SAMPLE_DAGS_ECS_AWSLOGS_STREAM_PREFIX` (the task

@@ -4,7 +4,8 @@ First state of both state machines. Event::
 
     {"machine": "bringup", "request": {...execution input...},
      "serviceNames": {"api-server": "...", "scheduler": "...", "dag-processor": "...",
-                      "triggerer": "...", "worker": "..."},
+                      "triggerer": "..."},
+     "workerServices": [{"queue": "default", "serviceName": "...", "minimum": 0}, ...],
      "observed": [{"serviceName": "...", "desiredCount": 1, "runningCount": 1}, ...]}
 
     {"machine": "hibernate", "request": {...execution input...}}
@@ -24,7 +25,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from airflow_control_plane.bringup.input import parse_bring_up, parse_hibernate
-from airflow_control_plane.bringup.plan import ObservedService, plan_bring_up
+from airflow_control_plane.bringup.plan import ObservedService, WorkerService, plan_bring_up
 from airflow_control_plane.errors import InvalidInputError
 
 logger = Logger()
@@ -51,6 +52,25 @@ def _service_names(raw: object) -> dict[str, str]:
     return {str(k): str(v) for k, v in raw.items()}
 
 
+def _worker_services(raw: object) -> list[WorkerService]:
+    """The worker services (one per queue) the template passes in, each with its minimum."""
+    if isinstance(raw, Mapping):  # a one-element JSONata sequence arrives as the object itself
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise InvalidInputError("workerServices must be a non-empty list of worker services")
+    services = []
+    for item in raw:
+        if not isinstance(item, Mapping):
+            raise InvalidInputError(f"workerServices entry is not an object: {item!r}")
+        queue, name, minimum = item.get("queue"), item.get("serviceName"), item.get("minimum", 0)
+        if not isinstance(queue, str) or not queue or not isinstance(name, str) or not name:
+            raise InvalidInputError(f"workerServices entry needs a queue and a serviceName: {item!r}")
+        if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 0:
+            raise InvalidInputError(f"workerServices entry {queue!r}: minimum must be an integer >= 0")
+        services.append(WorkerService(queue, name, minimum))
+    return services
+
+
 def validate(event: Mapping[str, Any]) -> dict[str, Any]:
     machine = event.get("machine")
     if machine == "hibernate":
@@ -62,7 +82,10 @@ def validate(event: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidInputError(f"machine must be 'bringup' or 'hibernate', got {machine!r}")
     request = parse_bring_up(event.get("request"))
     plan = plan_bring_up(
-        request, _service_names(event.get("serviceNames")), _observed(event.get("observed", []))
+        request,
+        _service_names(event.get("serviceNames")),
+        _observed(event.get("observed", [])),
+        _worker_services(event.get("workerServices")),
     )
     logger.info("bring-up planned", extra={"reason": plan.reason, "already_running": plan.already_running})
     metrics.add_metric(name="BringUpAlreadyRunning", unit=MetricUnit.Count, value=int(plan.already_running))

@@ -10,7 +10,8 @@ returns a :class:`FernetKeyDecision`; :func:`apply` carries it out through a
 
 - Create/Update: a secret that already holds a valid Fernet key is kept (rotating it would
   make every stored connection and variable unreadable); otherwise a new key is written.
-- Delete: nothing (CloudFormation deletes the secret itself).
+- Delete: nothing (the template keeps the secret, DeletionPolicy Retain, as the database keeps
+  its final snapshot).
 
 The key never appears in a log line, a response or an error message. CloudFormation always
 gets an answer (SUCCESS or FAILED with a reason), so a stack never hangs waiting for us.
@@ -106,7 +107,7 @@ class FernetKeyDecision:
 def decide(request_type: str, secret_arn: str | None, current_value: str | None) -> FernetKeyDecision:
     """Pure: what to do with the secret for this request."""
     if request_type == "Delete":
-        return FernetKeyDecision("nothing", "delete: CloudFormation deletes the secret itself")
+        return FernetKeyDecision("nothing", "delete: the secret is retained (DeletionPolicy Retain)")
     if secret_arn is None:
         raise InvalidInputError("ResourceProperties.SecretArn is required for Create and Update")
     if is_fernet_key(current_value):

@@ -10,7 +10,15 @@ Adaptations for moto 5.2.5 gaps, each applied to the test's copy only:
   list form of Fn::Sub with an explicit Fn::GetAtt;
 - a DBInstance's DBParameterGroupName Ref resolves to the model object: property dropped;
 - EFS FileSystem/AccessPoint/MountTarget have no GetAtt support: stand-ins;
-- Custom::FernetKey would invoke the Lambda: stand-in.
+- Custom::FernetKey would invoke the Lambda: stand-in;
+- Custom::ServiceCounts runs the real decision and ECS adapter (functions/service_counts)
+  in-process against moto's ECS, and answers its attributes as integers (CloudFormation
+  converts a custom resource's string attribute to the Integer a DesiredCount is; moto does
+  not);
+- on update, moto modifies only resources whose own JSON or directly referenced parameters
+  changed, in template order; CloudFormation also updates the resources that reference a
+  replaced one (a new task definition revision), in dependency order. The update test applies
+  that propagation for task definitions (see _propagate_replacements).
 moto also stores state machine definitions without applying DefinitionSubstitutions and
 drops a task definition's ExecutionRoleArn, so those are checked by the template rules.
 """
@@ -33,6 +41,7 @@ from moto import mock_aws
 from moto.core.common_models import CloudFormationModel
 
 from airflow_control_plane.scaling.config import parse_queue_map
+from airflow_control_plane.service_counts import EcsServiceObserver, decide_counts, parse_services
 from tests.static.tools import PLACEHOLDER_BUCKET, load_template, translate
 
 pytestmark = pytest.mark.contract
@@ -62,6 +71,7 @@ MOTO_STAND_INS = {
     "AWS::EFS::MountTarget",
     "Custom::FernetKey",
 }
+SERVICE_COUNTS = "Test::ServiceCounts"
 PARTIALLY_BROKEN = {"AWS::EFS::FileSystem", "AWS::EFS::AccessPoint", "AWS::EFS::MountTarget"}
 
 
@@ -98,6 +108,63 @@ class StandIn(CloudFormationModel):
         cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
     ) -> StandIn:
         return cls(kwargs["LogicalId"])
+
+
+class ServiceCountsModel(CloudFormationModel):
+    """Custom::ServiceCounts in moto: the real decision over moto's ECS, on create and update."""
+
+    __module__ = "tests.moto_service_counts"
+
+    def __init__(self, logical_id: str, counts: dict[str, int]) -> None:
+        self.logical_id = logical_id
+        self.counts = counts
+
+    @property
+    def physical_resource_id(self) -> str:
+        return f"service-counts-{self.logical_id}"
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return ""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return SERVICE_COUNTS
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return True
+
+    def get_cfn_attribute(self, attribute_name: str) -> int:
+        return self.counts[attribute_name]
+
+    @staticmethod
+    def _decide(request_type: str, properties: dict[str, Any], region_name: str) -> dict[str, int]:
+        cluster = properties["Cluster"]
+        cluster = cluster if isinstance(cluster, str) else cluster.name
+        services = parse_services({k: v for k, v in properties["Services"].items() if isinstance(v, str)})
+        observer = EcsServiceObserver(boto3.client("ecs", region_name=region_name))
+        observed = observer.desired_counts(cluster, sorted(set(services.values())))
+        return decide_counts(request_type, services, observed).counts
+
+    @classmethod
+    def create_from_cloudformation_json(  # type: ignore[override]
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> ServiceCountsModel:
+        counts = cls._decide("Create", cloudformation_json["Properties"], region_name)
+        return cls(kwargs["LogicalId"], counts)
+
+    @classmethod
+    def update_from_cloudformation_json(  # type: ignore[override]
+        cls,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> ServiceCountsModel:
+        original_resource.counts = cls._decide("Update", cloudformation_json["Properties"], region_name)
+        return original_resource  # type: ignore[no-any-return]
 
 
 def _resolve_cidr(node: Any, vpc_cidr: str) -> Any:
@@ -158,9 +225,13 @@ def stack(translated: dict[str, Any]) -> Iterator[tuple[dict[str, Any], set[str]
     used = {r["Type"] for r in template["Resources"].values()}
     stand_ins = {t for t in used if t not in models or t in PARTIALLY_BROKEN or t.startswith("Custom::")}
     for resource in template["Resources"].values():
-        if resource["Type"].startswith("Custom::"):
+        if resource["Type"] == "Custom::ServiceCounts":
+            resource["Type"] = SERVICE_COUNTS
+        elif resource["Type"].startswith("Custom::"):
             resource["Type"] = "Test::StandIn"
+    stand_ins.discard("Custom::ServiceCounts")
     models.update({t: StandIn for t in stand_ins | {"Test::StandIn"}})
+    models[SERVICE_COUNTS] = ServiceCountsModel
     mp = pytest.MonkeyPatch()
     mp.setattr(parsing, "get_model_map", lambda: models)
     for name, value in {
@@ -265,3 +336,91 @@ def test_autoscaler_queue_map_is_accepted_by_its_parser(stack: tuple[dict[str, A
     ]
     assert queues[0].capacity_provider == "FARGATE_SPOT"
     assert env["SCHEDULER_SERVICE"] == "airflow-dev-scheduler"
+
+
+def _references(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found: set[str] = set()
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                found.add(value)
+            elif key == "Fn::GetAtt":
+                found.add(value[0])
+            else:
+                found |= _references(value)
+        return found
+    if isinstance(node, list):
+        return set().union(*(_references(v) for v in node)) if node else set()
+    return set()
+
+
+def _propagate_replacements(
+    template: dict[str, Any],
+) -> Any:
+    """build_resource_diff as CloudFormation behaves: a modified task definition is replaced (a new
+    revision), so every resource that references it is updated too, after what it depends on."""
+    import moto.cloudformation.parsing as parsing
+
+    original = parsing.ResourceMap.build_resource_diff
+    resources = template["Resources"]
+
+    def build_resource_diff(self: Any, other: dict[str, Any], parameters: Any = None) -> dict[str, Any]:
+        diff = original(self, other, parameters)
+        created = {n for n, r in self._parsed_resources.items() if r is not None}  # conditions held
+        modified = set(diff["Modify"]) & created
+        replaced = {n for n in modified if resources[n]["Type"] == "AWS::ECS::TaskDefinition"}
+        dependents = {
+            name
+            for name in created & set(resources)
+            if _references(resources[name].get("Properties", {})) & replaced
+        }
+        modify = modified | dependents
+        ordered: list[str] = []
+        while len(ordered) < len(modify):
+            for name in sorted(modify - set(ordered)):
+                if not (_references(resources[name].get("Properties", {})) & (modify - set(ordered))):
+                    ordered.append(name)
+        diff["Modify"] = ordered
+        return diff
+
+    return build_resource_diff
+
+
+def test_an_update_keeps_the_running_counts(stack: tuple[dict[str, Any], set[str]]) -> None:
+    # This test changes the stack: it runs last in this module.
+    template, _ = stack
+    ecs = boto3.client("ecs", region_name="us-east-1")
+    cloudformation = boto3.client("cloudformation", region_name="us-east-1")
+    names = {
+        "airflow-dev-api-server": 1,
+        "airflow-dev-scheduler": 1,
+        "airflow-dev-dag-processor": 1,
+        "airflow-dev-triggerer": 1,
+        "airflow-dev-worker-default": 3,
+    }
+    # GIVEN the stack created with every service at 0, then brought up (the autoscaler at 3 workers)
+    for name, count in names.items():
+        ecs.update_service(cluster=STACK, service=name, desiredCount=count)
+    before = ecs.describe_services(cluster=STACK, services=list(names))["services"]
+    task_definitions = {s["serviceName"]: s["taskDefinition"] for s in before}
+    # WHEN the stack is updated with a new image (the documented upgrade path)
+    import moto.cloudformation.parsing as parsing
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(parsing.ResourceMap, "build_resource_diff", _propagate_replacements(template))
+    try:
+        cloudformation.update_stack(
+            StackName=STACK,
+            TemplateBody=json.dumps(template),
+            Parameters=[
+                {"ParameterKey": "AirflowImageUri", "ParameterValue": IMAGE.replace("3.3.2", "3.3.3")}
+            ],
+            Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
+        )
+    finally:
+        mp.undo()
+    after = ecs.describe_services(cluster=STACK, services=list(names))["services"]
+    # THEN every service was updated to the new task definition revision...
+    assert all(s["taskDefinition"] != task_definitions[s["serviceName"]] for s in after)
+    # ...and runs at the count it had: the update sent the running counts, not a template value
+    assert {s["serviceName"]: s["desiredCount"] for s in after} == names

@@ -87,7 +87,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 STATEMACHINES = REPO_ROOT / "statemachines"
 MIGRATE_CONTAINER = "db-migrate"
 CREATE_USER_CONTAINER = "create-user"
-SERVICE_KEYS = ("api-server", "scheduler", "dag-processor", "triggerer", "worker")
+# Three worker services (one per queue), as the template has with every slot named.
+WORKER_KEYS = ("worker", "worker-reports", "worker-heavy")
+SERVICE_KEYS = ("api-server", "scheduler", "dag-processor", "triggerer", *WORKER_KEYS)
 CAPACITY_REASON = (
     "Capacity is unavailable at this time. Please try again later or in a different availability zone"
 )
@@ -392,7 +394,7 @@ class Emulator:
             "SchedulerServiceName": self.service_names["scheduler"],
             "DagProcessorServiceName": self.service_names["dag-processor"],
             "TriggererServiceName": self.service_names["triggerer"],
-            "WorkerServiceName": self.service_names["worker"],
+            "WorkerServices": self.worker_services(),
             "ValidateFunctionArn": functions["bringup-validate"],
             "HealthGateFunctionArn": functions["health-gate"],
             "DrainCheckFunctionArn": functions["drain-check"],
@@ -493,6 +495,15 @@ class Emulator:
             "http://motoapi.amazonaws.com/moto-api/static/lambda-simple/response", json=body, timeout=5
         )
         response.raise_for_status()
+
+    def worker_services(self, minimums: dict[str, int] | None = None) -> str:
+        """The WorkerServices substitution, shaped as template.yaml composes it."""
+        entries = [
+            f"{{'queue': '{key.removeprefix('worker').removeprefix('-') or 'default'}', "
+            f"'serviceName': '{self.service_names[key]}', 'minimum': {(minimums or {}).get(key, 0)}}}"
+            for key in WORKER_KEYS
+        ]
+        return "[" + ", ".join(entries) + "]"
 
     def set_service_counts(self, key: str, desired: int) -> None:
         self.ecs.update_service(cluster=self.cluster, service=self.service_names[key], desiredCount=desired)

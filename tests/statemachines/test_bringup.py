@@ -16,7 +16,7 @@ from airflow_control_plane.bringup.steps import BRING_UP_ORDER
 from tests.conftest import load_event
 from tests.statemachines.conftest import executed_steps
 from tests.statemachines.health_server import HEALTHY, HealthServer, health_server, with_status
-from tests.statemachines.sfn_emulator import CAPACITY_REASON, Emulator, load_handler_module
+from tests.statemachines.sfn_emulator import CAPACITY_REASON, WORKER_KEYS, Emulator, load_handler_module
 
 pytestmark = pytest.mark.statemachines
 
@@ -51,13 +51,15 @@ def test_happy_path_runs_every_step_in_order_and_announces_ready(emulator: Emula
     # THEN it succeeds, visiting the steps in exactly the shared order
     assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
     assert executed_steps(FILE, execution.entered_states) == [step.value for step in BRING_UP_ORDER]
-    # AND the core services and the workers run at the requested counts
+    # AND the core services and every worker service run at the requested counts
     assert emulator.service_counts() == {
         "api-server": (1, 1),
         "scheduler": (1, 1),
         "dag-processor": (1, 1),
         "triggerer": (1, 1),
         "worker": (1, 1),
+        "worker-reports": (1, 1),
+        "worker-heavy": (1, 1),
     }
     # AND the one-off tasks were migrate, then create-user
     commands = emulator.one_off_commands()
@@ -109,10 +111,10 @@ def test_minimal_input_uses_the_documented_defaults(emulator: Emulator) -> None:
     # THEN every core service runs once and the workers stay at 0 for the autoscaler
     assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
     counts = emulator.service_counts()
-    assert {k: v for k, v in counts.items() if k != "worker"} == dict.fromkeys(
+    assert {k: v for k, v in counts.items() if not k.startswith("worker")} == dict.fromkeys(
         ("api-server", "scheduler", "dag-processor", "triggerer"), (1, 1)
     )
-    assert counts["worker"] == (0, 0)
+    assert [counts[k] for k in WORKER_KEYS] == [(0, 0)] * 3
     assert "StartWorkers" not in execution.entered_states
 
 
@@ -304,6 +306,7 @@ def test_bring_up_twice_is_safe_and_does_no_duplicate_work(emulator: Emulator) -
     assert "CreateAdminUser" not in second.entered_states
     assert "SetDesiredCount" not in second.entered_states
     assert "StartWorkers" not in second.entered_states
+    assert "SetWorkerCount" not in second.entered_states
     assert [c[:3] for c in emulator.one_off_commands()] == [
         ["db-migrate"],
         ["create-user"],
@@ -368,3 +371,39 @@ def test_migration_container_that_never_ran_is_a_failed_migration(emulator: Emul
     assert "none (the container did not run)" in (execution.cause or "")
     assert "CannotPullContainerError" in (execution.cause or "")
     assert _all_zero(emulator)
+
+
+@pytest.mark.usefixtures("api_server")
+def test_every_worker_service_is_started_to_its_own_minimum(emulator: Emulator) -> None:
+    # GIVEN three worker services (one per queue) whose minimums are 0, 2 and 1, one of them
+    # already raised to 3 by the autoscaler
+    minimums = {"worker": 0, "worker-reports": 2, "worker-heavy": 1}
+    arn = emulator.create_state_machine(FILE, {"WorkerServices": emulator.worker_services(minimums)})
+    emulator.set_service_counts("worker-heavy", 3)
+
+    # WHEN bring-up runs with the minimal input (no minimum requested)
+    execution = emulator.run(arn, {**load_event("bringup_minimal.json"), **FAST})
+
+    # THEN each worker service runs at its own minimum, and none is lowered
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    counts = emulator.service_counts()
+    assert [counts[k] for k in WORKER_KEYS] == [(0, 0), (2, 2), (3, 3)]
+    # AND only the one that had to change was updated; the ready event lists every worker service
+    assert execution.entered_states.count("SetWorkerCount") == 1
+    workers = emulator.events()[0]["detail"]["workers"]
+    assert [w["desired"] for w in workers] == [0, 2, 3]
+
+
+@pytest.mark.usefixtures("api_server")
+def test_a_single_worker_service_is_started_to_its_minimum(emulator: Emulator) -> None:
+    # GIVEN the default stack: one worker queue with a minimum of 1
+    single = "[{'queue': 'default', 'serviceName': '" + emulator.service_names["worker"] + "', 'minimum': 1}]"
+    arn = emulator.create_state_machine(FILE, {"WorkerServices": single})
+
+    # WHEN bring-up runs with the minimal input
+    execution = emulator.run(arn, {**load_event("bringup_minimal.json"), **FAST})
+
+    # THEN that worker service runs at its minimum
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    assert emulator.service_counts()["worker"] == (1, 1)
+    assert execution.entered_states.count("SetWorkerCount") == 1

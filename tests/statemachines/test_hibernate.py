@@ -20,7 +20,16 @@ from tests.statemachines.sfn_emulator import Emulator, load_handler_module
 pytestmark = pytest.mark.statemachines
 
 FILE = "hibernate.asl.json"
-RUNNING = {"api-server": 1, "scheduler": 1, "dag-processor": 1, "triggerer": 1, "worker": 2}
+# Three worker services (one per queue), each running: hibernate must stop every one.
+RUNNING = {
+    "api-server": 1,
+    "scheduler": 1,
+    "dag-processor": 1,
+    "triggerer": 1,
+    "worker": 2,
+    "worker-reports": 1,
+    "worker-heavy": 3,
+}
 
 
 class ScriptedCounter:
@@ -61,8 +70,9 @@ def test_hibernate_stops_scheduler_first_then_the_rest(emulator: Emulator, count
     assert executed_steps(FILE, execution.entered_states) == [step.value for step in HIBERNATE_ORDER]
     assert counter.polls == 2
     assert [s for kind, s in emulator.faults.slept if kind == "wait"] == [30.0]
-    # AND every service is at zero
+    # AND every service, each of the three worker services included, is at zero
     assert emulator.service_counts() == dict.fromkeys(RUNNING, (0, 0))
+    assert execution.entered_states.count("StopWorkerService") == 3
     # AND the hibernated event and notification were published
     assert [e["detail-type"] for e in emulator.events()] == ["Airflow Environment Hibernated"]
     assert [json.loads(n["Message"])["outcome"] for n in emulator.notifications()] == ["hibernated"]
@@ -178,3 +188,17 @@ def test_hibernate_twice_is_safe(emulator: Emulator, counter: ScriptedCounter) -
     assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
     assert emulator.service_counts() == dict.fromkeys(RUNNING, (0, 0))
     assert [e["detail-type"] for e in emulator.events()] == ["Airflow Environment Hibernated"] * 2
+
+
+def test_a_single_worker_service_is_stopped_too(emulator: Emulator, counter: ScriptedCounter) -> None:
+    # GIVEN the default stack: one worker queue (the WorkerServices list has one entry)
+    single = "[{'queue': 'default', 'serviceName': '" + emulator.service_names["worker"] + "', 'minimum': 0}]"
+    arn = emulator.create_state_machine(FILE, {"WorkerServices": single})
+
+    # WHEN hibernate runs
+    execution = emulator.run(arn, load_event("hibernate.json"))
+
+    # THEN that worker service is stopped (a one-element list is still a list to the Map)
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    assert emulator.service_counts()["worker"] == (0, 0)
+    assert execution.entered_states.count("StopWorkerService") == 1

@@ -168,7 +168,31 @@ def entrypoint_strings(entrypoint: Path) -> frozenset[str]:
     )
 
 
-def unknown_container_variable(name: str, site_packages: Path, entrypoint: Path) -> str | None:
+def celery_hook_reads(package_root: Path) -> frozenset[str]:
+    """Variables read (``env.get("X")``, ``os.environ...``) by the Celery hooks every Airflow
+    container loads (``airflow_control_plane.scaling.celery_config`` and what it imports)."""
+    start = package_root / PACKAGE / "scaling" / "celery_config.py"
+    seen: set[Path] = set()
+    todo = [start]
+    names: set[str] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and _call_name(node.func) in ("get", "getenv"):
+                value = _first_str(node.args)
+                if value is not None and value.isupper():
+                    names.add(value)
+        todo.extend(_imported_modules(tree, package_root))
+    return frozenset(names)
+
+
+def unknown_container_variable(
+    name: str, site_packages: Path, entrypoint: Path, hook_reads: frozenset[str] = frozenset()
+) -> str | None:
     """None if something reads ``name`` in an Airflow container, else why it looks unused."""
     if name.startswith("AIRFLOW__"):
         parts = name.split("__")
@@ -180,6 +204,6 @@ def unknown_container_variable(name: str, site_packages: Path, entrypoint: Path)
         return None
     if name.startswith("AIRFLOW_CONN_"):
         return None
-    if name in PROCESS_SETTINGS or name in entrypoint_strings(entrypoint):
+    if name in PROCESS_SETTINGS or name in entrypoint_strings(entrypoint) or name in hook_reads:
         return None
-    return f"{name} is read neither by Airflow nor by airflow_image/entrypoint.py"
+    return f"{name} is read neither by Airflow, nor by airflow_image/entrypoint.py, nor by the Celery hooks"

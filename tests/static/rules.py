@@ -407,11 +407,12 @@ def container_environment_is_read(template: Template, base: Path) -> list[str]:
     if not (RUNTIME_SITE_PACKAGES / "airflow").is_dir():
         return [f"the Airflow runtime environment is missing at {RUNTIME_SITE_PACKAGES}: run `make venvs`"]
     found = []
+    hook_reads = code_env.celery_hook_reads(PACKAGE_ROOT)
     for logical_id, _, container in airflow_containers(template):
         names = [str(e.get("Name")) for e in container.get("Environment") or []]
         names += [str(s.get("Name")) for s in container.get("Secrets") or []]
         for name in names:
-            problem = code_env.unknown_container_variable(name, RUNTIME_SITE_PACKAGES, ENTRYPOINT)
+            problem = code_env.unknown_container_variable(name, RUNTIME_SITE_PACKAGES, ENTRYPOINT, hook_reads)
             if problem:
                 found.append(f"{logical_id}: {problem}")
     return found

@@ -14,14 +14,15 @@ from airflow_control_plane.bringup.input import (
     parse_bring_up,
     parse_hibernate,
 )
-from airflow_control_plane.bringup.plan import ObservedService, plan_bring_up
+from airflow_control_plane.bringup.plan import ObservedService, WorkerService, plan_bring_up
 from airflow_control_plane.bringup.steps import CORE_SERVICES
 from airflow_control_plane.errors import InvalidInputError
 from tests.conftest import load_event
 
 pytestmark = pytest.mark.unit
 
-NAMES = {key: f"env-{key}" for key in (*CORE_SERVICES, "worker")}
+NAMES = {key: f"env-{key}" for key in CORE_SERVICES}
+WORKERS = (WorkerService("default", "env-worker-default"), WorkerService("heavy", "env-worker-heavy", 2))
 
 
 def test_empty_input_gets_the_documented_defaults() -> None:
@@ -113,7 +114,7 @@ def test_bad_hibernate_input_is_named(raw: object, message: str) -> None:
 @given(
     counts=st.fixed_dictionaries({k: st.integers(1, 10) for k in CORE_SERVICES}),
     minimum=st.integers(0, 50),
-    observed=st.lists(st.tuples(st.integers(0, 12), st.integers(0, 12)), min_size=5, max_size=5),
+    observed=st.lists(st.tuples(st.integers(0, 12), st.integers(0, 12)), min_size=6, max_size=6),
 )
 def test_plan_never_lowers_a_count(
     counts: dict[str, int], minimum: int, observed: list[tuple[int, int]]
@@ -121,51 +122,56 @@ def test_plan_never_lowers_a_count(
     # GIVEN any request and any observed state
     request = parse_bring_up({"services": counts, "workers": {"minimum": minimum}})
     now = {
-        NAMES[k]: ObservedService(d, r)
-        for k, (d, r) in zip((*CORE_SERVICES, "worker"), observed, strict=True)
+        name: ObservedService(d, r)
+        for name, (d, r) in zip([*NAMES.values(), *(w.service_name for w in WORKERS)], observed, strict=True)
     }
     # WHEN planned
-    plan = plan_bring_up(request, NAMES, now)
-    # THEN every desired count is at least the current one and at least the request
-    for change in (*plan.core, plan.workers):
+    plan = plan_bring_up(request, NAMES, now, WORKERS)
+    # THEN every desired count is at least the current one, the request and the queue's minimum
+    for change in (*plan.core, *plan.workers):
         assert change.desired >= change.current
     assert all(c.desired >= counts[c.key] for c in plan.core)
-    assert plan.workers.desired >= minimum
+    assert all(w.desired >= max(minimum, spec.minimum) for w, spec in zip(plan.workers, WORKERS, strict=True))
 
 
 def test_plan_for_a_hibernated_environment_starts_everything() -> None:
     # GIVEN every service at 0
-    plan = plan_bring_up(parse_bring_up({"workers": {"minimum": 2}}), NAMES, {})
-    # THEN all four core services and the workers are raised, and the admin user is created
+    plan = plan_bring_up(parse_bring_up({"workers": {"minimum": 1}}), NAMES, {}, WORKERS)
+    # THEN all four core services and every worker service are raised, and the admin user is created
     assert [c.key for c in plan.core if c.changes] == list(CORE_SERVICES)
-    assert (plan.workers.desired, plan.create_admin_user, plan.already_running) == (2, True, False)
+    assert [w.desired for w in plan.workers] == [1, 2]
+    assert (plan.create_admin_user, plan.already_running) == (True, False)
     assert "raise api-server 0->1" in plan.reason
-    assert plan.to_json()["workers"]["update"] is True
+    assert [u["serviceName"] for u in plan.to_json()["workerUpdates"]] == [
+        "env-worker-default",
+        "env-worker-heavy",
+    ]
 
 
 def test_plan_for_a_running_environment_changes_nothing() -> None:
     # GIVEN every core service steady and the autoscaler running 4 workers
     running = {NAMES[k]: ObservedService(1, 1) for k in CORE_SERVICES} | {
-        NAMES["worker"]: ObservedService(4, 4)
+        "env-worker-default": ObservedService(4, 4),
+        "env-worker-heavy": ObservedService(2, 2),
     }
     # WHEN planned with a minimum of 1
-    plan = plan_bring_up(parse_bring_up({"workers": {"minimum": 1}}), NAMES, running)
+    plan = plan_bring_up(parse_bring_up({"workers": {"minimum": 1}}), NAMES, running, WORKERS)
     # THEN nothing changes, the admin user is not touched, and the reason says why
     assert plan.already_running is True
     assert plan.to_json()["coreUpdates"] == []
-    assert (plan.workers.desired, plan.to_json()["workers"]["update"]) == (4, False)
+    assert ([w.desired for w in plan.workers], plan.to_json()["workerUpdates"]) == ([4, 2], [])
     assert plan.create_admin_user is False
-    assert "workers kept at 4" in plan.reason
+    assert "worker:default at 4" in plan.reason
 
 
 def test_plan_update_mode_resets_the_admin_even_when_running() -> None:
     running = {NAMES[k]: ObservedService(1, 1) for k in CORE_SERVICES}
-    plan = plan_bring_up(parse_bring_up({"adminUser": {"mode": "update"}}), NAMES, running)
+    plan = plan_bring_up(parse_bring_up({"adminUser": {"mode": "update"}}), NAMES, running, WORKERS)
     assert plan.create_admin_user is True
 
 
 def test_plan_skip_mode_never_creates_the_admin() -> None:
-    plan = plan_bring_up(parse_bring_up({"adminUser": {"mode": "skip"}}), NAMES, {})
+    plan = plan_bring_up(parse_bring_up({"adminUser": {"mode": "skip"}}), NAMES, {}, WORKERS)
     assert plan.create_admin_user is False
     assert "skipped" in plan.reason
 
@@ -175,14 +181,16 @@ def test_plan_a_half_running_environment_is_not_already_running() -> None:
     observed = {NAMES[k]: ObservedService(1, 1) for k in CORE_SERVICES} | {
         NAMES["scheduler"]: ObservedService(1, 0)
     }
-    plan = plan_bring_up(BringUpRequest(), NAMES, observed)
+    plan = plan_bring_up(BringUpRequest(), NAMES, observed, WORKERS)
     assert plan.already_running is False
     assert plan.create_admin_user is True
 
 
 def test_plan_without_a_service_name_is_refused() -> None:
-    with pytest.raises(InvalidInputError, match="worker"):
-        plan_bring_up(BringUpRequest(), {k: v for k, v in NAMES.items() if k != "worker"}, {})
+    with pytest.raises(InvalidInputError, match="scheduler"):
+        plan_bring_up(BringUpRequest(), {k: v for k, v in NAMES.items() if k != "scheduler"}, {}, WORKERS)
+    with pytest.raises(InvalidInputError, match="no worker service"):
+        plan_bring_up(BringUpRequest(), NAMES, {}, ())
 
 
 @pytest.mark.parametrize(

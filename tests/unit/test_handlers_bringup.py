@@ -85,13 +85,11 @@ def test_validate_bringup_sample_event_plans_a_cold_start() -> None:
         "airflow-dev-dag-processor",
         "airflow-dev-triggerer",
     ]
-    assert plan["workers"] == {
-        "key": "worker",
-        "serviceName": "airflow-dev-worker",
-        "current": 0,
-        "desired": 2,
-        "update": True,
-    }
+    # AND every worker service is raised: to the request's minimum, or its own if higher
+    assert plan["workerUpdates"] == [
+        {"key": "worker:default", "serviceName": "airflow-dev-worker-default", "current": 0, "desired": 2},
+        {"key": "worker:heavy", "serviceName": "airflow-dev-worker-heavy", "current": 0, "desired": 3},
+    ]
     assert plan["createAdminUser"] is True
 
 

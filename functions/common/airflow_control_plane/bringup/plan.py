@@ -10,7 +10,7 @@ always runs, which is also the cheapest way to be sure the schema matches the im
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,14 @@ from airflow_control_plane.bringup.input import AdminUserMode, BringUpRequest
 from airflow_control_plane.bringup.steps import CORE_SERVICES
 from airflow_control_plane.errors import InvalidInputError
 
-WORKER = "worker"
+
+@dataclass(frozen=True)
+class WorkerService:
+    """One Celery worker service (one per queue) and the minimum bring-up starts it at."""
+
+    queue: str
+    service_name: str
+    minimum: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,7 @@ class ServiceChange:
 @dataclass(frozen=True)
 class BringUpPlan:
     core: tuple[ServiceChange, ...]
-    workers: ServiceChange
+    workers: tuple[ServiceChange, ...]
     create_admin_user: bool
     already_running: bool
     reason: str
@@ -60,7 +67,8 @@ class BringUpPlan:
         return {
             "coreUpdates": [change(c) for c in self.core if c.changes],
             "core": [change(c) for c in self.core],
-            "workers": {**change(self.workers), "update": self.workers.changes},
+            "workerUpdates": [change(c) for c in self.workers if c.changes],
+            "workers": [change(c) for c in self.workers],
             "createAdminUser": self.create_admin_user,
             "alreadyRunning": self.already_running,
             "reason": self.reason,
@@ -71,14 +79,23 @@ def plan_bring_up(
     request: BringUpRequest,
     service_names: Mapping[str, str],
     observed: Mapping[str, ObservedService],
+    worker_services: Sequence[WorkerService],
 ) -> BringUpPlan:
-    """Return the changes bring-up makes; ``observed`` is keyed by ECS service name."""
-    missing_names = [key for key in (*CORE_SERVICES, WORKER) if key not in service_names]
+    """Return the changes bring-up makes; ``observed`` is keyed by ECS service name.
+
+    Every worker service is raised to ``max(current, its minimum, request.workers.minimum)``.
+    """
+    missing_names = [key for key in CORE_SERVICES if key not in service_names]
     if missing_names:
         raise InvalidInputError(f"no service name configured for {missing_names}")
+    if not worker_services:
+        raise InvalidInputError("no worker service configured")
+
+    def observed_count(name: str) -> ObservedService:
+        return observed.get(name, ObservedService(0, 0))
 
     def current(key: str) -> ObservedService:
-        return observed.get(service_names[key], ObservedService(0, 0))
+        return observed_count(service_names[key])
 
     core = tuple(
         ServiceChange(
@@ -89,9 +106,14 @@ def plan_bring_up(
         )
         for key in CORE_SERVICES
     )
-    worker_now = current(WORKER).desired_count
-    workers = ServiceChange(
-        WORKER, service_names[WORKER], worker_now, max(worker_now, request.worker_minimum)
+    workers = tuple(
+        ServiceChange(
+            f"worker:{w.queue}",
+            w.service_name,
+            observed_count(w.service_name).desired_count,
+            max(observed_count(w.service_name).desired_count, w.minimum, request.worker_minimum),
+        )
+        for w in worker_services
     )
     already_running = all(current(key).steady_and_up for key in CORE_SERVICES)
     mode = request.admin_user.mode
@@ -102,9 +124,12 @@ def plan_bring_up(
 
 
 def _reason(
-    core: tuple[ServiceChange, ...], workers: ServiceChange, mode: AdminUserMode, already_running: bool
+    core: tuple[ServiceChange, ...],
+    workers: tuple[ServiceChange, ...],
+    mode: AdminUserMode,
+    already_running: bool,
 ) -> str:
-    raised = [f"{c.key} {c.current}->{c.desired}" for c in (*core, workers) if c.changes]
+    raised = [f"{c.key} {c.current}->{c.desired}" for c in (*core, *workers) if c.changes]
     parts = [
         "core services already running and steady" if already_running else "environment not fully running",
         f"raise {', '.join(raised)}" if raised else "no service count changes",
@@ -117,6 +142,7 @@ def _reason(
         parts.append("admin user not touched (already running, mode create)")
     else:
         parts.append("admin user created if missing")
-    if not workers.changes and workers.current > 0:
-        parts.append(f"workers kept at {workers.current} (bring-up never lowers a count)")
+    kept = [f"{w.key} at {w.current}" for w in workers if not w.changes and w.current > 0]
+    if kept:
+        parts.append(f"kept {', '.join(kept)} (bring-up never lowers a count)")
     return "; ".join(parts)
