@@ -80,6 +80,42 @@ EXECUTION_API_ENV = "AIRFLOW__CORE__EXECUTION_API_SERVER_URL"
 # an empty airflow.db that nothing else reads.
 WORKER_NO_DATABASE_URL = "sqlite:////dev/null/no-metadata-database-on-workers"
 
+# The read-only database role of the control plane's readers (autoscaler, drain check): made or
+# updated by db-migrate, after the migration, when AIRFLOW_READONLY_DB_USER is set. Its password
+# comes from the environment (a secret), never from the command line.
+READONLY_USER_ENV = "AIRFLOW_READONLY_DB_USER"
+READONLY_PASSWORD_ENV = "AIRFLOW_READONLY_DB_PASSWORD"  # noqa: S105 - the variable name
+_ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# Runs with the image's Python (psycopg2 is in the Airflow lock) against the migrated database,
+# as the migrating (owner) user. Idempotent: creates the role once, then resets its password and
+# grants on every run. SELECT only, and read-only transactions by default.
+READONLY_ROLE_SCRIPT = """
+import os, urllib.parse
+import psycopg2
+from psycopg2 import sql
+url = os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+parts = urllib.parse.urlsplit(url)
+dsn = urllib.parse.urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, ""))
+role, password = os.environ["AIRFLOW_READONLY_DB_USER"], os.environ["AIRFLOW_READONLY_DB_PASSWORD"]
+with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+    if cur.fetchone() is None:
+        cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    ident = sql.Identifier(role)
+    limits = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+    alter = sql.SQL("ALTER ROLE {} WITH " + limits + " PASSWORD {}")
+    cur.execute(alter.format(ident, sql.Literal(password)))
+    cur.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(ident))
+    cur.execute("SELECT current_database()")
+    database = sql.Identifier(cur.fetchone()[0])
+    cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, ident))
+    cur.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(ident))
+    cur.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(ident))
+    later = sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}")
+    cur.execute(later.format(ident))
+print(f"read-only role {role}: SELECT on every table of the public schema, read-only transactions")
+"""
+
 DEFAULT_MIGRATION_WAIT_TIMEOUT_S = 300  # the migrate job runs first; 5 min absorbs a slow RDS start
 DEFAULT_API_PORT = 8080
 DEFAULT_ROLE_FILE = "/tmp/airflow-container-role"  # noqa: S108 - container-local, written by us only
@@ -157,13 +193,7 @@ def plan(role: str, args: Sequence[str], env: Mapping[str, str]) -> Plan:
     _require_database(env)
     if role == "db-migrate":
         _no_args(role, args)
-        return _one_off(
-            role,
-            env,
-            (Command(("airflow", "db", "migrate")),),
-            "one-off: migrate the metadata database to this image's Airflow version "
-            "(idempotent: an up-to-date database is left as it is)",
-        )
+        return _plan_migrate(env)
     if role == "create-user":
         _no_args(role, args)
         return _plan_create_user(env)
@@ -257,6 +287,25 @@ def _parse_queues_option(args: Sequence[str]) -> str | None:
     if rest:
         raise PlanError(f"celery-worker takes only --queues Q1[,Q2...], got {shlex.join(args)!r}")
     return value
+
+
+def _plan_migrate(env: Mapping[str, str]) -> Plan:
+    steps: tuple[Step, ...] = (Command(("airflow", "db", "migrate")),)
+    reason = (
+        "one-off: migrate the metadata database to this image's Airflow version "
+        "(idempotent: an up-to-date database is left as it is)"
+    )
+    role = env.get(READONLY_USER_ENV, "").strip()
+    if role:
+        if not _ROLE_NAME.fullmatch(role):
+            raise PlanError(f"{READONLY_USER_ENV} must match {_ROLE_NAME.pattern}, got {role!r}")
+        if not env.get(READONLY_PASSWORD_ENV):
+            raise PlanError(
+                f"{READONLY_USER_ENV} is set but {READONLY_PASSWORD_ENV} is not (inject it as a secret)"
+            )
+        steps += (Command(("python", "-c", READONLY_ROLE_SCRIPT)),)
+        reason += f", then make or update the read-only role {role!r} (SELECT only)"
+    return _one_off("db-migrate", env, steps, reason)
 
 
 def _plan_create_user(env: Mapping[str, str]) -> Plan:

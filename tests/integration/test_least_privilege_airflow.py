@@ -30,9 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pg8000.native
 import pytest
 
-from tests.conftest import AirflowRuntime, PostgresDatabase, RedisDatabase
+from airflow_control_plane.bringup.drain import PostgresTaskInstanceCounter
+from airflow_control_plane.scaling.demand import PgDemandReader
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, AirflowRuntime, PostgresDatabase, RedisDatabase
 from tests.integration.test_image_worker_hooks import (
     IMAGE_PACKAGE_PARENT,
     PACKAGE_PARENT,
@@ -54,6 +57,9 @@ STOP_WITHIN_S = 60
 CLI_TIMEOUT_S = 240
 # Host variables a container would have anyway (its OS), nothing Airflow- or AWS-specific.
 HOST_KEEP = ("HOME", "LANG", "LC_ALL", "TMPDIR", "USER")
+# Roles are global to the PostgreSQL server, which other test runs share: a name of our own.
+READONLY_ROLE = f"acp_ro_{os.getpid()}_{secrets.token_hex(3)}"
+READONLY_PASSWORD = f"ro-{secrets.token_hex(8)}"
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,7 @@ def local_values(stack: Stack) -> dict[str, str]:
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
         "AIRFLOW_ADMIN_USERNAME": "admin",
         "AIRFLOW_ADMIN_EMAIL": "admin@example.com",
+        "AIRFLOW_READONLY_DB_USER": READONLY_ROLE,
     }
 
 
@@ -110,6 +117,7 @@ def local_secrets(stack: Stack, password: str) -> dict[str, str]:
         "AIRFLOW__CELERY__BROKER_URL": stack.redis.url,
         "AIRFLOW__CELERY__RESULT_BACKEND": stack.redis.url,
         "AIRFLOW_ADMIN_PASSWORD": password,
+        "AIRFLOW_READONLY_DB_PASSWORD": READONLY_PASSWORD,
     }
 
 
@@ -364,6 +372,7 @@ def test_a_task_on_a_worker_with_the_templates_environment_finds_no_control_secr
     assert not [p for p in worker_home.rglob("*") if p.suffix in (".db", ".sqlite")]
 
 
+@pytest.mark.usefixtures("readonly_role_cleanup")
 def test_one_off_jobs_run_with_only_their_template_secrets(
     stack: Stack, airflow_runtime: AirflowRuntime, pg_database_factory: object, tmp_path: Path
 ) -> None:
@@ -394,3 +403,78 @@ def test_one_off_jobs_run_with_only_their_template_secrets(
         # THEN both succeed
         assert result.returncode == 0, f"{name}:\n{result.stderr[-4000:]}"
     assert query(empty, "SELECT username FROM ab_user") == [["admin"]]
+
+
+@pytest.fixture
+def readonly_role_cleanup(pg_database_factory: object) -> Iterator[None]:
+    yield
+    admin = pg8000.native.Connection(user=PG_USER, host=PG_HOST, port=PG_PORT, database="postgres")
+    try:
+        databases = [r[0] for r in admin.run("SELECT datname FROM pg_database WHERE datname LIKE 'acp_%'")]
+        for name in databases:
+            with contextlib.suppress(pg8000.native.DatabaseError):
+                conn = pg8000.native.Connection(user=PG_USER, host=PG_HOST, port=PG_PORT, database=name)
+                try:
+                    conn.run(f'DROP OWNED BY "{READONLY_ROLE}"')
+                finally:
+                    conn.close()
+        admin.run(f'DROP ROLE IF EXISTS "{READONLY_ROLE}"')
+    finally:
+        admin.close()
+
+
+@pytest.mark.usefixtures("readonly_role_cleanup")
+def test_db_migrate_makes_a_select_only_role_the_control_plane_readers_can_use(
+    stack: Stack, airflow_runtime: AirflowRuntime, pg_database_factory: object, tmp_path: Path
+) -> None:
+    assert callable(pg_database_factory)
+    empty = pg_database_factory("least_priv_ro")
+    assert isinstance(empty, PostgresDatabase)
+    env = role_env(Stack(**{**stack.__dict__, "db": empty}), "db-migrate", tmp_path / "migrate")
+    Path(env["AIRFLOW_HOME"]).mkdir()
+    # GIVEN db-migrate with the template's environment (the read-only role's name and password)
+    # WHEN it runs twice (every bring-up runs it)
+    for attempt in (1, 2):
+        result = subprocess.run(
+            [str(airflow_runtime.python), str(ENTRYPOINT), "db-migrate"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_S,
+            check=False,
+        )
+        assert result.returncode == 0, f"run {attempt}:\n{result.stderr[-4000:]}"
+        # THEN the password never shows in its output
+        assert READONLY_PASSWORD not in result.stdout + result.stderr
+    # AND the role exists once, with no power beyond logging in
+    (flags,) = query(
+        empty,
+        "SELECT rolsuper, rolcreaterole, rolcreatedb, rolcanlogin FROM pg_roles WHERE rolname = :r",
+        r=READONLY_ROLE,
+    )
+    assert flags == [False, False, False, True]
+
+    # AND as that role the autoscaler's and the drain check's readers work (real queries) ...
+    def connect() -> pg8000.native.Connection:
+        return pg8000.native.Connection(user=READONLY_ROLE, host=PG_HOST, port=PG_PORT, database=empty.name)
+
+    assert PgDemandReader(connect).task_counts() == {}
+    assert PostgresTaskInstanceCounter(connect).count_active().total == 0
+    # ... and every write is refused
+    conn = connect()
+    try:
+        for statement in (
+            "INSERT INTO log (dttm, event) VALUES (now(), 'forged')",
+            "UPDATE dag SET is_paused = true",
+            "DELETE FROM task_instance",
+            "CREATE TABLE forged (x int)",
+        ):
+            with pytest.raises(pg8000.native.DatabaseError) as refused:
+                conn.run(statement)
+            assert "read-only transaction" in str(refused.value) or "permission denied" in str(refused.value)
+        # AND it stays refused with the read-only default switched off (the grants are SELECT only)
+        conn.run("SET default_transaction_read_only = off")
+        with pytest.raises(pg8000.native.DatabaseError, match="permission denied"):
+            conn.run("INSERT INTO log (dttm, event) VALUES (now(), 'forged')")
+    finally:
+        conn.close()

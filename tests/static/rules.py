@@ -47,7 +47,7 @@ ROLE_SECRETS: Mapping[str, frozenset[str]] = {
     "dag-processor": _CORE,
     "triggerer": _CORE,
     "celery-worker": frozenset({"AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND"}),
-    "db-migrate": frozenset({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"}),
+    "db-migrate": frozenset({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_READONLY_DB_PASSWORD"}),
     "create-user": frozenset({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_ADMIN_PASSWORD"}),
 }
 AIRFLOW_SECRETS = _CORE

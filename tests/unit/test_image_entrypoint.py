@@ -468,3 +468,34 @@ def test_healthcheck_without_a_role_uses_the_recorded_one(tmp_path: Path) -> Non
     role_file.write_text("db-migrate\n")
     # WHEN the image health check runs without a role THEN it checks that role (nothing to run)
     assert ep.main(["healthcheck"], base_env(AIRFLOW_IMAGE_ROLE_FILE=str(role_file))) == 0
+
+
+# --- the read-only role (db-migrate) ---------------------------------------------------------------
+
+
+def test_db_migrate_makes_the_read_only_role_after_the_migration_when_asked() -> None:
+    # GIVEN the read-only role's name and password (a secret) in the job's environment
+    env = base_env(AIRFLOW_READONLY_DB_USER="airflow_readonly", AIRFLOW_READONLY_DB_PASSWORD="pw-9f8e7d")
+    # WHEN planning db-migrate
+    p = ep.plan("db-migrate", [], env)
+    # THEN the migration runs first, then the role script, and the password is in no argv
+    assert p.steps[0] == ep.Command(("airflow", "db", "migrate"))
+    assert p.steps[1].argv[:2] == ("python", "-c")
+    assert "GRANT SELECT ON ALL TABLES" in p.steps[1].argv[2]
+    assert all("pw-9f8e7d" not in part for step in p.steps for part in step.argv)
+    assert "read-only role 'airflow_readonly'" in p.reason
+    # AND without the name nothing but the migration runs
+    assert len(ep.plan("db-migrate", [], base_env()).steps) == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"AIRFLOW_READONLY_DB_USER": "ro"}, "AIRFLOW_READONLY_DB_PASSWORD is not"),
+        ({"AIRFLOW_READONLY_DB_USER": "Robert'); DROP", "AIRFLOW_READONLY_DB_PASSWORD": "x"}, "must match"),
+        ({"AIRFLOW_READONLY_DB_USER": "ro\nx", "AIRFLOW_READONLY_DB_PASSWORD": "x"}, "must match"),
+    ],
+)
+def test_db_migrate_refuses_a_bad_read_only_role_setting(extra: dict[str, str], message: str) -> None:
+    with pytest.raises(ep.PlanError, match=message):
+        ep.plan("db-migrate", [], base_env(**extra))

@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
         "AIRFLOW__CELERY__RESULT_BACKEND",
     },
     "celery-worker": {"AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND"},
-    "db-migrate": {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"},
+    "db-migrate": {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_READONLY_DB_PASSWORD"},
     "create-user": {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_ADMIN_PASSWORD"},
 }
 for _core in ("scheduler", "dag-processor", "triggerer"):
@@ -62,6 +62,15 @@ def secret_refs(container: dict[str, Any]) -> dict[str, Any]:
     return {s["Name"]: s["ValueFrom"] for s in container.get("Secrets", [])}
 
 
+def secret_id(value_from: Any) -> str:
+    """The secret resource a ValueFrom names: !Ref S, or !Sub "${S}:json-key::"."""
+    if "Ref" in value_from:
+        return str(value_from["Ref"])
+    text = value_from["Fn::Sub"]
+    assert text.startswith("${"), value_from
+    return text[2 : text.index("}")]
+
+
 def test_every_container_holds_exactly_its_roles_secrets(translated: dict[str, Any]) -> None:
     # GIVEN every container of the translated template, grouped by the role it runs
     by_role = containers_by_role(translated)
@@ -88,8 +97,8 @@ def test_workers_result_backend_is_redis_not_the_metadata_database(translated: d
     # GIVEN the secret a worker's AIRFLOW__CELERY__RESULT_BACKEND comes from
     resources = translated["Resources"]
     (_, worker), *_ = containers_by_role(translated)["celery-worker"]
-    secret_id = secret_refs(worker)["AIRFLOW__CELERY__RESULT_BACKEND"]["Ref"]
-    value = resources[secret_id]["Properties"]["SecretString"]["Fn::Sub"]
+    backend = secret_id(secret_refs(worker)["AIRFLOW__CELERY__RESULT_BACKEND"])
+    value = resources[backend]["Properties"]["SecretString"]["Fn::Sub"]
     # THEN it is a TLS Redis URL built from the broker's token, never a db+ database URL
     assert value.startswith("rediss://:{{resolve:secretsmanager:${BrokerAuthTokenSecret}")
     assert "db+" not in value
@@ -100,7 +109,7 @@ def test_the_execution_role_reads_only_secrets_some_container_holds(translated: 
     # GIVEN the secrets the ECS execution role may inject
     resources = translated["Resources"]
     held = {
-        ref["Ref"]
+        secret_id(ref)
         for containers in containers_by_role(translated).values()
         for _, c in containers
         for ref in secret_refs(c).values()
@@ -110,3 +119,31 @@ def test_the_execution_role_reads_only_secrets_some_container_holds(translated: 
     readable = {r["Ref"] for r in inject["Resource"]}
     # THEN it can read exactly those (nothing more)
     assert readable == held
+
+
+def test_the_control_plane_readers_use_the_read_only_role(translated: dict[str, Any]) -> None:
+    # GIVEN the two Lambdas that only read the metadata database
+    resources = translated["Resources"]
+    autoscaler = resources["AutoscalerFunction"]["Properties"]["Environment"]["Variables"]
+    drain = resources["DrainCheckFunction"]["Properties"]["Environment"]["Variables"]
+    # THEN they get the read-only role's secrets, never the master user's
+    assert autoscaler["METADATA_DB_SECRET_ARN"] == {"Ref": "ReadOnlyDatabaseUrlSecret"}
+    assert drain["DB_SECRET_ARN"] == {"Ref": "ReadOnlyDatabaseCredentialsSecret"}
+    url = resources["ReadOnlyDatabaseUrlSecret"]["Properties"]["SecretString"]["Fn::Sub"]
+    assert url.startswith(
+        "postgresql://airflow_readonly:{{resolve:secretsmanager:${ReadOnlyDatabaseCredentialsSecret}"
+    )
+    for role in ("AutoscalerRole", "DrainCheckRole"):
+        readable = {
+            r["Ref"]
+            for s in rules.role_statements(translated, role)
+            if rules._grants(s, "secretsmanager:GetSecretValue")
+            for r in rules._as_list(s["Resource"])
+        }
+        assert not readable & {"DatabaseCredentialsSecret", "MetadataDatabaseUrlSecret"}, role
+    # AND db-migrate creates that role, as the same user name the secret holds
+    (migrate,) = resources["MigrateTaskDefinition"]["Properties"]["ContainerDefinitions"]
+    env = {e["Name"]: e["Value"] for e in migrate["Environment"]}
+    assert env["AIRFLOW_READONLY_DB_USER"] == "airflow_readonly"
+    template = resources["ReadOnlyDatabaseCredentialsSecret"]["Properties"]["GenerateSecretString"]
+    assert template["SecretStringTemplate"] == '{"username": "airflow_readonly"}'
