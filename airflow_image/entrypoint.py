@@ -14,6 +14,12 @@ from dumb-init directly (with ``DUMB_INIT_SETSID=0`` only that process gets SIGT
 gives Celery its warm shutdown).
 
 Standard library only: it runs before anything else in the image and must not depend on it.
+Least privilege: a Celery worker runs DAG code, so it is refused when its environment carries
+the metadata database, the Fernet key, the JWT secret, the API secret key or a database result
+backend. It reaches Airflow only through the api-server's Task Execution API and needs only the
+broker and the result backend (Redis). It never waits for migrations (it cannot read the
+schema), and its ``sql_alchemy_conn`` is pinned to a SQLite path that cannot be opened, so any
+code that reaches for the database fails loudly instead of creating a throw-away SQLite file.
 Secrets: the admin password (``AIRFLOW_ADMIN_PASSWORD``) is never put on a command line, in a
 plan, in a log line or in an error message; it reaches ``airflow users create`` on stdin and is
 removed from the environment of every process this entrypoint starts.
@@ -53,6 +59,63 @@ DATABASE_ENV_VARS = (
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_SECRET",
 )
 
+# What a worker (arbitrary DAG code) must never be given: the metadata database, the keys that
+# decrypt connections (Fernet), mint API tokens (JWT) or sign UI sessions (API secret key).
+WORKER_FORBIDDEN_ENV_VARS = (
+    *DATABASE_ENV_VARS,
+    "AIRFLOW__CORE__FERNET_KEY",
+    "AIRFLOW__CORE__FERNET_KEY_CMD",
+    "AIRFLOW__CORE__FERNET_KEY_SECRET",
+    "AIRFLOW__API_AUTH__JWT_SECRET",
+    "AIRFLOW__API_AUTH__JWT_SECRET_CMD",
+    "AIRFLOW__API_AUTH__JWT_SECRET_SECRET",
+    "AIRFLOW__API__SECRET_KEY",
+    "AIRFLOW__API__SECRET_KEY_CMD",
+    "AIRFLOW__API__SECRET_KEY_SECRET",
+)
+RESULT_BACKEND_ENV = "AIRFLOW__CELERY__RESULT_BACKEND"
+EXECUTION_API_ENV = "AIRFLOW__CORE__EXECUTION_API_SERVER_URL"
+# A SQLite file under /dev/null can never be created: anything on a worker that reaches for the
+# metadata database fails at once ("unable to open database file") instead of silently writing
+# an empty airflow.db that nothing else reads.
+WORKER_NO_DATABASE_URL = "sqlite:////dev/null/no-metadata-database-on-workers"
+
+# The read-only database role of the control plane's readers (autoscaler, drain check): made or
+# updated by db-migrate, after the migration, when AIRFLOW_READONLY_DB_USER is set. Its password
+# comes from the environment (a secret), never from the command line.
+READONLY_USER_ENV = "AIRFLOW_READONLY_DB_USER"
+READONLY_PASSWORD_ENV = "AIRFLOW_READONLY_DB_PASSWORD"  # noqa: S105 - the variable name
+_ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# Runs with the image's Python (psycopg2 is in the Airflow lock) against the migrated database,
+# as the migrating (owner) user. Idempotent: creates the role once, then resets its password and
+# grants on every run. SELECT only, and read-only transactions by default.
+READONLY_ROLE_SCRIPT = """
+import os, urllib.parse
+import psycopg2
+from psycopg2 import sql
+url = os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+parts = urllib.parse.urlsplit(url)
+dsn = urllib.parse.urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, ""))
+role, password = os.environ["AIRFLOW_READONLY_DB_USER"], os.environ["AIRFLOW_READONLY_DB_PASSWORD"]
+with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+    if cur.fetchone() is None:
+        cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    ident = sql.Identifier(role)
+    limits = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+    alter = sql.SQL("ALTER ROLE {} WITH " + limits + " PASSWORD {}")
+    cur.execute(alter.format(ident, sql.Literal(password)))
+    cur.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(ident))
+    cur.execute("SELECT current_database()")
+    database = sql.Identifier(cur.fetchone()[0])
+    cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, ident))
+    cur.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(ident))
+    cur.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(ident))
+    later = sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}")
+    cur.execute(later.format(ident))
+print(f"read-only role {role}: SELECT on every table of the public schema, read-only transactions")
+"""
+
 DEFAULT_MIGRATION_WAIT_TIMEOUT_S = 300  # the migrate job runs first; 5 min absorbs a slow RDS start
 DEFAULT_API_PORT = 8080
 DEFAULT_ROLE_FILE = "/tmp/airflow-container-role"  # noqa: S108 - container-local, written by us only
@@ -61,8 +124,9 @@ HTTP_HEALTH_TIMEOUT_S = 10.0
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-_QUEUES = re.compile(r"^[A-Za-z0-9_.:-]+(,[A-Za-z0-9_.:-]+)*$")
-_USERNAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
+# fullmatch, never `$`: `$` also matches before a trailing newline ("default\n").
+_QUEUES = re.compile(r"[A-Za-z0-9_.:-]+(,[A-Za-z0-9_.:-]+)*")
+_USERNAME = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -124,16 +188,12 @@ def plan(role: str, args: Sequence[str], env: Mapping[str, str]) -> Plan:
         raise PlanError(f"unknown role {role!r}; the roles are: {', '.join(ROLES)}")
     if role == "healthcheck":
         return _plan_healthcheck(args, env)
+    if role == "celery-worker":
+        return _plan_worker(args, env)
     _require_database(env)
     if role == "db-migrate":
         _no_args(role, args)
-        return _one_off(
-            role,
-            env,
-            (Command(("airflow", "db", "migrate")),),
-            "one-off: migrate the metadata database to this image's Airflow version "
-            "(idempotent: an up-to-date database is left as it is)",
-        )
+        return _plan_migrate(env)
     if role == "create-user":
         _no_args(role, args)
         return _plan_create_user(env)
@@ -141,17 +201,7 @@ def plan(role: str, args: Sequence[str], env: Mapping[str, str]) -> Plan:
 
 
 def _plan_long_running(role: str, args: Sequence[str], env: Mapping[str, str]) -> Plan:
-    warnings: tuple[str, ...] = ()
-    if role == "celery-worker":
-        exec_argv = ("airflow", "celery", "worker", *_worker_queue_args(args, env))
-        if env.get("DUMB_INIT_SETSID") != "0":
-            warnings = (
-                "DUMB_INIT_SETSID is not 0: under dumb-init SIGTERM would reach the task processes "
-                "too and kill running tasks instead of a warm shutdown",
-            )
-    else:
-        _no_args(role, args)
-        exec_argv = ("airflow", role)
+    _no_args(role, args)
     wait = _bool(env, "AIRFLOW_WAIT_FOR_MIGRATIONS", default=True)
     steps: tuple[Step, ...] = ()
     reason = f"long-running: start the {role}"
@@ -165,11 +215,52 @@ def _plan_long_running(role: str, args: Sequence[str], env: Mapping[str, str]) -
         role=role,
         reason=reason,
         steps=steps,
-        exec_argv=exec_argv,
+        exec_argv=("airflow", role),
         wait_for_migrations=wait,
+        role_file=_role_file(env),
+    )
+
+
+def _plan_worker(args: Sequence[str], env: Mapping[str, str]) -> Plan:
+    """A worker runs DAG code: it gets the broker and the Task Execution API, nothing else."""
+    _refuse_worker_secrets(env)
+    exec_argv = ("airflow", "celery", "worker", *_worker_queue_args(args, env))
+    warnings: tuple[str, ...] = ()
+    if env.get("DUMB_INIT_SETSID") != "0":
+        warnings = (
+            "DUMB_INIT_SETSID is not 0: under dumb-init SIGTERM would reach the task processes "
+            "too and kill running tasks instead of a warm shutdown",
+        )
+    return Plan(
+        role="celery-worker",
+        reason=(
+            "long-running: start the celery-worker (tasks reach Airflow through "
+            f"{env[EXECUTION_API_ENV].strip()}; no metadata database, so no migration wait)"
+        ),
+        exec_argv=exec_argv,
+        wait_for_migrations=False,
+        env_set=((DATABASE_ENV_VARS[0], WORKER_NO_DATABASE_URL),),
         role_file=_role_file(env),
         warnings=warnings,
     )
+
+
+def _refuse_worker_secrets(env: Mapping[str, str]) -> None:
+    carried = [name for name in WORKER_FORBIDDEN_ENV_VARS if env.get(name, "").strip()]
+    if env.get(RESULT_BACKEND_ENV, "").strip().lower().startswith("db+"):
+        carried.append(f"{RESULT_BACKEND_ENV} (a database result backend)")
+    if carried:
+        # Names only: the values are secrets.
+        raise PlanError(
+            "celery-worker runs DAG code and must not carry "
+            + ", ".join(carried)
+            + ": workers reach Airflow through the Task Execution API only (use a Redis result backend)"
+        )
+    if not env.get(EXECUTION_API_ENV, "").strip():
+        raise PlanError(
+            f"celery-worker needs {EXECUTION_API_ENV} "
+            "(the api-server's /execution/ URL, reachable from the worker)"
+        )
 
 
 def _worker_queue_args(args: Sequence[str], env: Mapping[str, str]) -> tuple[str, ...]:
@@ -178,7 +269,7 @@ def _worker_queue_args(args: Sequence[str], env: Mapping[str, str]) -> tuple[str
         queues = env.get("AIRFLOW_WORKER_QUEUES", "").strip() or None
     if queues is None:
         return ()
-    if not _QUEUES.match(queues):
+    if not _QUEUES.fullmatch(queues):
         raise PlanError(f"queues must be comma-separated names of [A-Za-z0-9_.:-], got {queues!r}")
     return ("--queues", queues)
 
@@ -198,6 +289,25 @@ def _parse_queues_option(args: Sequence[str]) -> str | None:
     return value
 
 
+def _plan_migrate(env: Mapping[str, str]) -> Plan:
+    steps: tuple[Step, ...] = (Command(("airflow", "db", "migrate")),)
+    reason = (
+        "one-off: migrate the metadata database to this image's Airflow version "
+        "(idempotent: an up-to-date database is left as it is)"
+    )
+    role = env.get(READONLY_USER_ENV, "").strip()
+    if role:
+        if not _ROLE_NAME.fullmatch(role):
+            raise PlanError(f"{READONLY_USER_ENV} must match {_ROLE_NAME.pattern}, got {role!r}")
+        if not env.get(READONLY_PASSWORD_ENV):
+            raise PlanError(
+                f"{READONLY_USER_ENV} is set but {READONLY_PASSWORD_ENV} is not (inject it as a secret)"
+            )
+        steps += (Command(("python", "-c", READONLY_ROLE_SCRIPT)),)
+        reason += f", then make or update the read-only role {role!r} (SELECT only)"
+    return _one_off("db-migrate", env, steps, reason)
+
+
 def _plan_create_user(env: Mapping[str, str]) -> Plan:
     auth_manager = env.get("AIRFLOW__CORE__AUTH_MANAGER", "").strip()
     if auth_manager != FAB_AUTH_MANAGER:
@@ -207,7 +317,7 @@ def _plan_create_user(env: Mapping[str, str]) -> Plan:
         )
     _check_password(env)
     username = env.get("AIRFLOW_ADMIN_USERNAME", "").strip() or "admin"
-    if not _USERNAME.match(username):
+    if not _USERNAME.fullmatch(username):
         raise PlanError(f"AIRFLOW_ADMIN_USERNAME must match {_USERNAME.pattern}, got {username!r}")
     email = env.get("AIRFLOW_ADMIN_EMAIL", "").strip() or "admin@example.com"
     if "@" not in email or any(c.isspace() for c in email):
@@ -264,8 +374,14 @@ def _plan_healthcheck(args: Sequence[str], env: Mapping[str, str]) -> Plan:
         if not hostname:
             raise PlanError("healthcheck celery-worker needs HOSTNAME (the worker is celery@<hostname>)")
         ping = ("celery", "--app", CELERY_APP, "inspect", "ping", "-d", f"celery@{hostname}")
-        step = Command(ping, timeout_s=HEALTHCHECK_TIMEOUT_S)
         reason = f"celery-worker: celery@{hostname} answers a ping through the broker"
+        # Like the worker itself: no database, and no SQLite file created by accident.
+        return Plan(
+            role="healthcheck",
+            reason=reason,
+            steps=(Command(ping, timeout_s=HEALTHCHECK_TIMEOUT_S),),
+            env_set=((DATABASE_ENV_VARS[0], WORKER_NO_DATABASE_URL),),
+        )
     elif target in JOB_TYPES:
         check = ("airflow", "jobs", "check", "--job-type", JOB_TYPES[target], "--local")
         step = Command(check, timeout_s=HEALTHCHECK_TIMEOUT_S)

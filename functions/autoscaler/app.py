@@ -113,8 +113,10 @@ def shape_result(run: ScalingRun) -> dict[str, Any]:
 
 @logger.inject_lambda_context(log_event=True)
 @metrics.log_metrics(capture_cold_start_metric=True)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = parse_request(event, fallback_now=datetime.now(UTC))
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    # The clock is read here, at the edge: a schedule event's own `time` is never trusted.
+    request = parse_request(event, now=datetime.now(UTC))
+    logger.info(request.reason, extra={"trigger": request.trigger, "now": request.now.isoformat()})
     config, ports = build_runtime()
     run = evaluate(config.queues, ports, request.now, dry_run=request.dry_run or config.dry_run)
     for outcome in run.outcomes:

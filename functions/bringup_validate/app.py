@@ -26,6 +26,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from airflow_control_plane.bringup.input import parse_bring_up, parse_hibernate
 from airflow_control_plane.bringup.plan import ObservedService, WorkerService, plan_bring_up
+from airflow_control_plane.edge import event_object
 from airflow_control_plane.errors import InvalidInputError
 
 logger = Logger()
@@ -94,5 +95,5 @@ def validate(event: Mapping[str, Any]) -> dict[str, Any]:
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return validate(event)
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    return validate(event_object(event, "bringup-validate"))

@@ -9,6 +9,7 @@ ReleaseValidationError, GitAuthenticationError, RemoteUnavailableError, SyncBusy
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -26,6 +27,7 @@ from airflow_control_plane.dagsync.git_source import DulwichGitSource
 from airflow_control_plane.dagsync.local import system_clock
 from airflow_control_plane.dagsync.service import DEFAULT_LOCK_TTL_S, SyncResult, SyncSettings, sync_once
 from airflow_control_plane.dagsync.webhook import SyncRequest
+from airflow_control_plane.edge import event_object
 from airflow_control_plane.errors import InvalidInputError
 
 logger = Logger(service="dag-sync")
@@ -72,7 +74,7 @@ class DagSyncConfig:
         )
 
 
-def parse_request(event: dict[str, Any]) -> SyncRequest:
+def parse_request(event: Mapping[str, Any]) -> SyncRequest:
     """Turn the raw event into a SyncRequest; anything unrecognised is rejected, nothing done."""
     if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
         return SyncRequest(trigger="schedule")
@@ -112,9 +114,9 @@ def record_metrics(result: SyncResult) -> None:
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    request = parse_request(event_object(event, "dag-sync"))
     config = DagSyncConfig.from_env()
-    request = parse_request(event)
     logger.info("sync requested", extra={"request": request.to_payload(), "ref": config.ref})
     secret = (
         SecretsManagerSecret(_secrets_client(), config.token_secret_id) if config.token_secret_id else None

@@ -29,6 +29,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from airflow_control_plane.bringup.drain import PostgresTaskInstanceCounter, TaskInstanceCounter, decide_drain
 from airflow_control_plane.config import optional_int, optional_str, require_str
+from airflow_control_plane.edge import event_object
 from airflow_control_plane.errors import ConfigError, InvalidInputError
 from airflow_control_plane.pg_tls import ssl_context
 
@@ -94,7 +95,8 @@ def _positive_int(event: Mapping[str, Any], name: str) -> int:
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    event = event_object(event, "drain-check")
     attempt, max_polls = _positive_int(event, "attempt"), _positive_int(event, "maxPolls")
     force = event.get("force", False)
     if not isinstance(force, bool):

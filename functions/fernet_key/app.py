@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from airflow_control_plane.edge import event_object
 from airflow_control_plane.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -210,8 +211,8 @@ def build_store() -> SecretStore:
 
 
 @logger.inject_lambda_context
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = CustomResourceRequest.parse(event)
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    request = CustomResourceRequest.parse(event_object(event, "fernet-key"))
     body = handle(request, build_store())
     send_response(request.response_url, body)
     return {"Status": body["Status"], "Reason": body["Reason"]}

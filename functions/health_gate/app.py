@@ -19,6 +19,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from airflow_control_plane.config import optional_int, require_str
+from airflow_control_plane.edge import event_object
 from airflow_control_plane.health import HealthSource, HttpHealthSource, NotHealthyYet, check_health
 
 logger = Logger()
@@ -44,7 +45,8 @@ def build_source(config: HealthGateConfig) -> HealthSource:
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    event = event_object(event, "health-gate")
     logger.info("health check requested", extra={"event": event})
     source = build_source(HealthGateConfig.from_env())
     try:

@@ -1,4 +1,5 @@
-"""The two Lambda handlers with moto (Secrets Manager, EventBridge), a real Git repo and a real folder."""
+"""The two Lambda handlers with moto (Secrets Manager, EventBridge, DynamoDB), a real Git repo
+and a real folder."""
 
 from __future__ import annotations
 
@@ -127,12 +128,13 @@ def test_the_webhook_lambda_verifies_dedupes_and_hands_off(
 ) -> None:
     # GIVEN the webhook secret in Secrets Manager and a Lambda client that expects one async invoke
     secret_arn = boto3.client("secretsmanager").create_secret(Name="hook", SecretString=EVENTS_SECRET)["ARN"]
+    create_deliveries_table()
     for name, value in {
         "WEBHOOK_SECRET_ARN": secret_arn,
-        "GITHUB_REPOSITORY": "example-org/dags",
+        "DAG_REPO_URL": "https://github.com/example-org/dags.git",  # the repository check derives from it
         "DAG_REPO_REF": "main",
         "DAG_SYNC_FUNCTION_NAME": "dag-sync",
-        "DAGS_TARGET_DIR": str(tmp_path / "efs"),
+        "DELIVERIES_TABLE": "deliveries",
     }.items():
         monkeypatch.setenv(name, value)
     app = _load("github_webhook")
@@ -156,8 +158,58 @@ def test_the_webhook_lambda_verifies_dedupes_and_hands_off(
     assert first["statusCode"] == 202
     assert json.loads(first["body"])["sha"] == "2222222222222222222222222222222222222222"
     assert replay["statusCode"] == 200
-    assert "already handled" in json.loads(replay["body"])["reason"]
+    assert "already handed off" in json.loads(replay["body"])["reason"]
     assert tampered["statusCode"] == 401
     assert json.loads(ping["body"])["action"] == "pong"
     assert json.loads(other["body"])["action"] == "ignore"
-    assert (tmp_path / "efs" / ".webhook-deliveries" / "6b2a1e10-c7a1-11f0-8a3e-0123456789ab").exists()
+    # AND the webhook's own table remembers the commit (never the unsigned delivery id)
+    items = boto3.client("dynamodb").scan(TableName="deliveries")["Items"]
+    assert [i["pk"]["S"] for i in items] == ["commit-2222222222222222222222222222222222222222"]
+
+
+def create_deliveries_table() -> None:
+    boto3.client("dynamodb").create_table(
+        TableName="deliveries",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+@pytest.mark.usefixtures("aws")
+def test_the_dynamodb_store_claims_a_key_once_until_it_expires() -> None:
+    from airflow_control_plane.dagsync.webhook import DynamoDbDeliveryStore
+
+    create_deliveries_table()
+    store = DynamoDbDeliveryStore(boto3.client("dynamodb"), "deliveries", ttl_s=100)
+    # GIVEN a claimed key THEN it cannot be claimed again before it expires
+    assert store.claim("commit-a", now=1_000.0)
+    assert not store.claim("commit-a", now=1_050.0)
+    # AND after its expiry time (even before DynamoDB's lazy TTL sweep) it can
+    assert store.claim("commit-a", now=1_101.0)
+    # AND an unclaimed key can be claimed at once
+    store.unclaim("commit-a")
+    assert store.claim("commit-a", now=1_102.0)
+    assert store.claim("commit-b", now=1_102.0)
+
+
+@pytest.mark.usefixtures("aws")
+def test_the_webhook_refuses_to_run_without_a_repository_to_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "WEBHOOK_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:hook",
+        "DAG_REPO_URL": "https://git.example.com/dags.git",
+        "DAG_REPO_REF": "main",
+        "DAG_SYNC_FUNCTION_NAME": "dag-sync",
+        "DELIVERIES_TABLE": "deliveries",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("GITHUB_REPOSITORY", raising=False)
+    app = _load("github_webhook")
+    from airflow_control_plane.errors import ConfigError
+
+    # GIVEN no GITHUB_REPOSITORY and a non-GitHub URL THEN the configuration is refused
+    with pytest.raises(ConfigError, match="GITHUB_REPOSITORY"):
+        app.WebhookConfig.from_env()
+    # AND an explicit GITHUB_REPOSITORY wins over the URL
+    monkeypatch.setenv("GITHUB_REPOSITORY", "example-org/dags")
+    assert app.WebhookConfig.from_env().repository == "example-org/dags"

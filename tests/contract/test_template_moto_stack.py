@@ -252,11 +252,19 @@ def stack(translated: dict[str, Any]) -> Iterator[tuple[dict[str, Any], set[str]
                 if resource["Type"] in ("AWS::Lambda::Function", "AWS::Lambda::LayerVersion"):
                     code = resource["Properties"].get("Code") or resource["Properties"]["Content"]
                     s3.put_object(Bucket=code["S3Bucket"], Key=code["S3Key"], Body=archive.getvalue())
+            # The parameters without a default, and a certificate: the stack serves no plain-HTTP UI
+            certificate = boto3.client("acm", region_name="us-east-1").request_certificate(
+                DomainName="airflow.example.com"
+            )["CertificateArn"]
             cloudformation = boto3.client("cloudformation", region_name="us-east-1")
             cloudformation.create_stack(
                 StackName=STACK,
                 TemplateBody=json.dumps(template),
-                Parameters=[{"ParameterKey": "AirflowImageUri", "ParameterValue": IMAGE}],
+                Parameters=[
+                    {"ParameterKey": "AirflowImageUri", "ParameterValue": IMAGE},
+                    {"ParameterKey": "AllowedIngressCidr", "ParameterValue": "203.0.113.0/24"},
+                    {"ParameterKey": "CertificateArn", "ParameterValue": certificate},
+                ],
                 Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
             )
             yield template, stand_ins

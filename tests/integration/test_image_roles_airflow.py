@@ -377,10 +377,19 @@ def test_celery_worker_serves_its_queue_answers_pings_and_stops_warm(
 ) -> None:
     assert callable(start_role)
     queue = f"acp_image_{secrets.token_hex(4)}"
-    env = migrated.with_(
+    # (a worker holds no database URL or signing key: the entrypoint refuses them)
+    forbidden = (
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CORE__FERNET_KEY",
+        "AIRFLOW__API__SECRET_KEY",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+    )
+    env = {k: v for k, v in migrated.env.items() if k not in forbidden}
+    env.update(
         AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
         AIRFLOW__CELERY__BROKER_URL=redis_database.url,
-        AIRFLOW__CELERY__RESULT_BACKEND="db+" + migrated.db.sqlalchemy_url,
+        AIRFLOW__CELERY__RESULT_BACKEND=redis_database.url,
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{free_port()}/execution/",
         AIRFLOW__CELERY__WORKER_CONCURRENCY="1",
         AIRFLOW_IMAGE_ROLE_FILE=str(migrated.home / "role-worker"),
         DUMB_INIT_SETSID="0",

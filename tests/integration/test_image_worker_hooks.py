@@ -55,6 +55,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+WORKER_FORBIDDEN = (
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__CORE__FERNET_KEY",
+    "AIRFLOW__API__SECRET_KEY",
+    "AIRFLOW__API_AUTH__JWT_SECRET",
+)
+
+
+def worker_env(env: dict[str, str], broker: str) -> dict[str, str]:
+    """A worker task's environment: no database or signing keys, a Redis result backend."""
+    worker = {k: v for k, v in env.items() if k not in WORKER_FORBIDDEN}
+    worker.update(
+        AIRFLOW__CELERY__RESULT_BACKEND=broker,
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{free_port()}/execution/",
+    )
+    return worker
+
+
 def container_env(runtime: AirflowRuntime, home: Path, db: PostgresDatabase, broker: str) -> dict[str, str]:
     """The host environment without Airflow or AWS settings, the image's ENV, then the task's."""
     env = {
@@ -164,8 +182,9 @@ def test_worker_started_through_the_entrypoint_protects_its_task_while_busy(
 ) -> None:
     redis_database.client().flushdb()
     queue = f"acp_hooks_{secrets.token_hex(4)}"
-    env = container_env(
-        airflow_runtime, tmp_path, migrated_database_factory("hooks_worker"), redis_database.url
+    database = migrated_database_factory("hooks_worker")
+    env = worker_env(
+        container_env(airflow_runtime, tmp_path, database, redis_database.url), redis_database.url
     )
     log = tmp_path / "worker.log"
     with running_agent() as (agent_uri, state):

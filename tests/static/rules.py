@@ -27,8 +27,11 @@ RUNTIME_SITE_PACKAGES = (
     Path(os.environ.get("AIRFLOW_RUNTIME_VENV", REPO_ROOT / ".venv")) / "lib" / "python3.11" / "site-packages"
 )
 IMAGE_PARAMETER = "AirflowImageUri"
-# Every Airflow component gets exactly these from Secrets Manager, the same ARN each.
-AIRFLOW_SECRETS = frozenset(
+# The secrets each Airflow role gets from Secrets Manager: exactly these, no more, no less, and
+# the same ARN for a name wherever it appears. Workers run DAG code: they reach Airflow through
+# the Task Execution API and hold only the broker and the Redis result backend. The one-off
+# jobs hold what their command uses. (README "Security" explains each line.)
+_CORE = frozenset(
     {
         "AIRFLOW__CORE__FERNET_KEY",
         "AIRFLOW__API__SECRET_KEY",
@@ -38,6 +41,16 @@ AIRFLOW_SECRETS = frozenset(
         "AIRFLOW__CELERY__RESULT_BACKEND",
     }
 )
+ROLE_SECRETS: Mapping[str, frozenset[str]] = {
+    "api-server": _CORE,
+    "scheduler": _CORE,
+    "dag-processor": _CORE,
+    "triggerer": _CORE,
+    "celery-worker": frozenset({"AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND"}),
+    "db-migrate": frozenset({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_READONLY_DB_PASSWORD"}),
+    "create-user": frozenset({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_ADMIN_PASSWORD"}),
+}
+AIRFLOW_SECRETS = _CORE
 ADMIN_PASSWORD = "AIRFLOW_ADMIN_PASSWORD"
 SECRET_LIKE_NAME = re.compile(
     r"(PASSWORD|PASSWD|SECRET|TOKEN|FERNET|PRIVATE_KEY|API_KEY|CREDENTIAL|SQL_ALCHEMY_CONN|BROKER_URL"
@@ -175,7 +188,8 @@ def secrets_only_through_secrets(template: Template, base: Path) -> list[str]:
     return found
 
 
-def same_secrets_in_every_component(template: Template, base: Path) -> list[str]:
+def secrets_by_role(template: Template, base: Path) -> list[str]:
+    """Each Airflow container gets exactly its role's secrets (ROLE_SECRETS), one ARN per name."""
     found = []
     seen: dict[str, dict[str, str]] = {}
     airflow = list(airflow_containers(template))
@@ -183,15 +197,20 @@ def same_secrets_in_every_component(template: Template, base: Path) -> list[str]
         return ["no Airflow task definition (container image !Ref AirflowImageUri) found"]
     for logical_id, _, container in airflow:
         secrets = {str(s.get("Name")): _key(s.get("ValueFrom")) for s in container.get("Secrets") or []}
-        missing = sorted(AIRFLOW_SECRETS - set(secrets))
+        role = str(_command(container)[:1][0]) if _command(container) else ""
+        allowed = ROLE_SECRETS.get(role)
+        if allowed is None:
+            found.append(f"{logical_id}: unknown role {role!r}: no secret allow-list")
+            continue
+        missing, extra = sorted(allowed - set(secrets)), sorted(set(secrets) - allowed)
         if missing:
-            found.append(f"{logical_id}: Secrets lacks {missing}")
-        if ADMIN_PASSWORD in secrets and _command(container)[:1] != ["create-user"]:
-            found.append(f"{logical_id}: only the create-user job may receive {ADMIN_PASSWORD}")
+            found.append(f"{logical_id} ({role}): Secrets lacks {missing}")
+        if extra:
+            found.append(f"{logical_id} ({role}): Secrets has {extra}, which this role must not hold")
         for name, value_from in secrets.items():
             seen.setdefault(name, {})[logical_id] = value_from
     for name, by_task in sorted(seen.items()):
-        if name in AIRFLOW_SECRETS and len(set(by_task.values())) > 1:
+        if len(set(by_task.values())) > 1:
             found.append(f"{name} comes from different secrets: {by_task}")
     return found
 
@@ -561,7 +580,7 @@ def secrets_readable_by_need(template: Template, base: Path) -> list[str]:
 
 RULES: tuple[Rule, ...] = (
     secrets_only_through_secrets,
-    same_secrets_in_every_component,
+    secrets_by_role,
     execution_role_is_not_task_role,
     efs_read_only_except_sync,
     encryption_everywhere,

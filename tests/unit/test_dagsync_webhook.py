@@ -12,10 +12,13 @@ from airflow_control_plane.dagsync.webhook import (
     InMemoryDeliveryStore,
     SyncRequest,
     handle_webhook,
+    lower_headers,
     raw_body,
+    repository_from_url,
     sign,
     verify_signature,
 )
+from airflow_control_plane.errors import InvalidInputError
 from tests.conftest import load_event
 
 pytestmark = pytest.mark.unit
@@ -88,8 +91,74 @@ def test_a_replayed_delivery_does_not_sync_twice() -> None:
     second = _handle(event, store, dispatcher)
     # THEN the second is acknowledged without a second hand-off
     assert (first.status, second.status) == (202, 200)
-    assert "already handled" in second.body["reason"]
+    assert "already handed off" in second.body["reason"]
     assert len(dispatcher.requests) == 1
+
+
+def with_delivery(event: dict[str, Any], delivery_id: str) -> dict[str, Any]:
+    headers = event["headers"]
+    assert isinstance(headers, dict)
+    return {**event, "headers": {**headers, "x-github-delivery": delivery_id}}
+
+
+def test_a_captured_push_resent_with_fresh_delivery_ids_syncs_once() -> None:
+    # GIVEN a captured signed push (the delivery id header is not covered by the signature)
+    event = load_event("github_push.json")
+    store, dispatcher = InMemoryDeliveryStore(), RecordingDispatcher()
+    # WHEN it is resent 50 times, each with a new delivery id
+    answers = [_handle(with_delivery(event, f"forged-{i}"), store, dispatcher).status for i in range(50)]
+    # THEN its commit is handed off once; every resend is acknowledged and ignored
+    assert answers == [202] + [200] * 49
+    assert len(dispatcher.requests) == 1
+    assert list(store.claimed) == ["commit-2222222222222222222222222222222222222222"]
+
+
+def test_a_new_commit_is_handed_off_even_after_a_replay_of_the_previous_one() -> None:
+    store, dispatcher = InMemoryDeliveryStore(), RecordingDispatcher()
+    first = load_event("github_push.json")
+    assert _handle(first, store, dispatcher).status == 202
+    body = str(first["body"]).replace("2222222222222222222222222222222222222222", "3" * 40)
+    headers = dict(first["headers"])  # type: ignore[call-overload]
+    headers["x-hub-signature-256"] = sign(EVENTS_SECRET, body.encode())
+    headers["x-github-delivery"] = "next-delivery"
+    assert _handle({**first, "body": body, "headers": headers}, store, dispatcher).status == 202
+    assert [r.sha for r in dispatcher.requests] == ["2" * 40, "3" * 40]
+
+
+@pytest.mark.parametrize("delivery_id", ["abc\n", "abc\ndef", "", "a b", "x" * 101])
+def test_a_malformed_delivery_id_is_refused(delivery_id: str) -> None:
+    store, dispatcher = InMemoryDeliveryStore(), RecordingDispatcher()
+    response = _handle(with_delivery(load_event("github_push.json"), delivery_id), store, dispatcher)
+    assert response.status == 400
+    assert dispatcher.requests == []
+
+
+@pytest.mark.parametrize(
+    ("url", "repository"),
+    [
+        ("https://github.com/example-org/dags.git", "example-org/dags"),
+        ("https://github.com/example-org/dags", "example-org/dags"),
+        ("https://github.com/example-org/dags/", "example-org/dags"),
+        ("https://gitlab.com/example-org/dags.git", None),
+        ("https://github.com/example-org/dags.git\n", "example-org/dags"),
+        ("https://github.com/only-owner", None),
+    ],
+)
+def test_the_repository_is_derived_from_a_github_url(url: str, repository: str | None) -> None:
+    assert repository_from_url(url) == repository
+
+
+def test_headers_that_are_not_a_mapping_count_as_no_headers() -> None:
+    assert lower_headers(["x-hub-signature-256"]) == {}
+    assert lower_headers({"X-A": "1", "X-B": 2}) == {"x-a": "1"}
+
+
+@pytest.mark.parametrize(
+    "event", [{"body": 42}, {"body": ["a"]}, {"body": "@@not base64@@", "isBase64Encoded": True}]
+)
+def test_a_body_that_is_not_text_is_a_typed_error(event: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInputError):
+        raw_body(event)
 
 
 def test_a_tampered_body_is_rejected_with_401_before_any_work() -> None:

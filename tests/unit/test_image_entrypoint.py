@@ -40,6 +40,22 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+EXECUTION_API = "http://api-server.airflow-dev.airflow.internal:8080/execution/"
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """What the template gives a worker: the broker, a Redis result backend, the execution API."""
+    env = {
+        "AIRFLOW__CELERY__BROKER_URL": "rediss://:token@broker:6379/0",
+        "AIRFLOW__CELERY__RESULT_BACKEND": "rediss://:token@broker:6379/1",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": EXECUTION_API,
+        "DUMB_INIT_SETSID": "0",
+        "HOSTNAME": "ip-10-0-1-7",
+    }
+    env.update(extra)
+    return env
+
+
 def user_env(**extra: str) -> dict[str, str]:
     return base_env(AIRFLOW__CORE__AUTH_MANAGER=FAB, AIRFLOW_ADMIN_PASSWORD=PASSWORD, **extra)
 
@@ -54,7 +70,6 @@ def user_env(**extra: str) -> dict[str, str]:
         ("scheduler", ("airflow", "scheduler")),
         ("dag-processor", ("airflow", "dag-processor")),
         ("triggerer", ("airflow", "triggerer")),
-        ("celery-worker", ("airflow", "celery", "worker")),
     ],
 )
 def test_long_running_roles_wait_for_migrations_then_exec_airflow(role: str, argv: tuple[str, ...]) -> None:
@@ -108,33 +123,89 @@ def test_bad_migration_settings_are_rejected(name: str, value: str) -> None:
 )
 def test_celery_worker_serves_the_queues_given_on_the_command_line(args: list[str]) -> None:
     # GIVEN queues on the command line (overriding the environment)
-    p = ep.plan("celery-worker", args, base_env(AIRFLOW_WORKER_QUEUES="other"))
+    p = ep.plan("celery-worker", args, worker_env(AIRFLOW_WORKER_QUEUES="other"))
     # THEN the worker is started on them
     assert p.exec_argv == ("airflow", "celery", "worker", "--queues", "default,heavy")
 
 
 def test_celery_worker_queues_can_come_from_the_environment() -> None:
-    p = ep.plan("celery-worker", [], base_env(AIRFLOW_WORKER_QUEUES="heavy"))
+    p = ep.plan("celery-worker", [], worker_env(AIRFLOW_WORKER_QUEUES="heavy"))
     assert p.exec_argv == ("airflow", "celery", "worker", "--queues", "heavy")
 
 
 @pytest.mark.parametrize(
     "args",
-    [["--queues"], ["--queues", "a b"], ["--queues", "a,,b"], ["--queues", "a", "--concurrency", "4"], ["x"]],
+    [
+        ["--queues"],
+        ["--queues", "a b"],
+        ["--queues", "a,,b"],
+        ["--queues", "a", "--concurrency", "4"],
+        ["x"],
+        ["--queues", "default\n"],
+        ["--queues", "default\nheavy"],
+    ],
 )
 def test_celery_worker_rejects_bad_arguments(args: list[str]) -> None:
-    # GIVEN malformed worker arguments WHEN planning THEN a clear error, nothing planned
+    # GIVEN malformed worker arguments (a trailing newline included) WHEN planning THEN a clear
+    # error, nothing planned
     with pytest.raises(ep.PlanError, match="queues"):
-        ep.plan("celery-worker", args, base_env())
+        ep.plan("celery-worker", args, worker_env())
 
 
 def test_celery_worker_warns_when_dumb_init_would_signal_the_whole_group() -> None:
     # GIVEN DUMB_INIT_SETSID is not 0 (SIGTERM would hit the task processes)
-    env = base_env()
+    env = worker_env()
     del env["DUMB_INIT_SETSID"]
     # WHEN planning a worker THEN the plan carries a warning; with 0 it does not
     assert any("DUMB_INIT_SETSID" in w for w in ep.plan("celery-worker", [], env).warnings)
-    assert ep.plan("celery-worker", [], base_env()).warnings == ()
+    assert ep.plan("celery-worker", [], worker_env()).warnings == ()
+
+
+def test_celery_worker_starts_without_a_database_and_pins_sqlite_to_an_unopenable_path() -> None:
+    # GIVEN exactly the worker's environment: broker, Redis result backend, execution API
+    p = ep.plan("celery-worker", ["--queues", "default"], worker_env())
+    # THEN it does not wait for migrations (it cannot read the schema) and becomes the worker
+    assert p.steps == ()
+    assert p.wait_for_migrations is False
+    assert p.exec_argv == ("airflow", "celery", "worker", "--queues", "default")
+    assert EXECUTION_API in p.reason
+    # AND Airflow's SQLite default is replaced by a file that can never be created
+    assert dict(p.env_set) == {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": ep.WORKER_NO_DATABASE_URL}
+    assert ep.WORKER_NO_DATABASE_URL.startswith("sqlite:////dev/null/")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_SECRET",
+        "AIRFLOW__CORE__FERNET_KEY",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__API__SECRET_KEY",
+    ],
+)
+def test_celery_worker_refuses_to_start_with_a_control_secret(name: str) -> None:
+    # GIVEN a worker environment that also carries a secret DAG code must not read
+    env = worker_env(**{name: "s3cr3t-value-xyz"})
+    # WHEN planning THEN it is refused, naming the variable but never its value
+    with pytest.raises(ep.PlanError, match="must not carry") as caught:
+        ep.plan("celery-worker", [], env)
+    assert name in str(caught.value)
+    assert "s3cr3t-value-xyz" not in str(caught.value)
+
+
+def test_celery_worker_refuses_a_database_result_backend() -> None:
+    env = worker_env(AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql://airflow:pw@db/airflow")
+    with pytest.raises(ep.PlanError, match="database result backend") as caught:
+        ep.plan("celery-worker", [], env)
+    assert "pw@db" not in str(caught.value)
+
+
+def test_celery_worker_needs_the_execution_api_url() -> None:
+    env = worker_env()
+    del env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
+    with pytest.raises(ep.PlanError, match="AIRFLOW__CORE__EXECUTION_API_SERVER_URL"):
+        ep.plan("celery-worker", [], env)
 
 
 @pytest.mark.parametrize("role", ["api-server", "scheduler", "dag-processor", "triggerer", "db-migrate"])
@@ -235,7 +306,9 @@ def test_create_user_rejects_bad_user_details(name: str, value: str) -> None:
 # --- the metadata database --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("role", ["api-server", "scheduler", "celery-worker", "db-migrate", "create-user"])
+@pytest.mark.parametrize(
+    "role", ["api-server", "scheduler", "dag-processor", "triggerer", "db-migrate", "create-user"]
+)
 def test_every_database_role_refuses_to_start_without_a_database(role: str) -> None:
     # GIVEN no metadata database setting (Airflow would fall back to SQLite in the container)
     env = user_env()
@@ -275,7 +348,9 @@ def test_healthcheck_of_a_job_component_checks_its_local_job(role: str, job_type
 
 
 def test_healthcheck_of_a_celery_worker_pings_this_hosts_worker() -> None:
-    (step,) = ep.plan("healthcheck", ["celery-worker"], base_env()).steps
+    p = ep.plan("healthcheck", ["celery-worker"], worker_env())
+    assert dict(p.env_set) == {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": ep.WORKER_NO_DATABASE_URL}
+    (step,) = p.steps
     assert step.argv == (
         "celery",
         "--app",
@@ -393,3 +468,34 @@ def test_healthcheck_without_a_role_uses_the_recorded_one(tmp_path: Path) -> Non
     role_file.write_text("db-migrate\n")
     # WHEN the image health check runs without a role THEN it checks that role (nothing to run)
     assert ep.main(["healthcheck"], base_env(AIRFLOW_IMAGE_ROLE_FILE=str(role_file))) == 0
+
+
+# --- the read-only role (db-migrate) ---------------------------------------------------------------
+
+
+def test_db_migrate_makes_the_read_only_role_after_the_migration_when_asked() -> None:
+    # GIVEN the read-only role's name and password (a secret) in the job's environment
+    env = base_env(AIRFLOW_READONLY_DB_USER="airflow_readonly", AIRFLOW_READONLY_DB_PASSWORD="pw-9f8e7d")
+    # WHEN planning db-migrate
+    p = ep.plan("db-migrate", [], env)
+    # THEN the migration runs first, then the role script, and the password is in no argv
+    assert p.steps[0] == ep.Command(("airflow", "db", "migrate"))
+    assert p.steps[1].argv[:2] == ("python", "-c")
+    assert "GRANT SELECT ON ALL TABLES" in p.steps[1].argv[2]
+    assert all("pw-9f8e7d" not in part for step in p.steps for part in step.argv)
+    assert "read-only role 'airflow_readonly'" in p.reason
+    # AND without the name nothing but the migration runs
+    assert len(ep.plan("db-migrate", [], base_env()).steps) == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"AIRFLOW_READONLY_DB_USER": "ro"}, "AIRFLOW_READONLY_DB_PASSWORD is not"),
+        ({"AIRFLOW_READONLY_DB_USER": "Robert'); DROP", "AIRFLOW_READONLY_DB_PASSWORD": "x"}, "must match"),
+        ({"AIRFLOW_READONLY_DB_USER": "ro\nx", "AIRFLOW_READONLY_DB_PASSWORD": "x"}, "must match"),
+    ],
+)
+def test_db_migrate_refuses_a_bad_read_only_role_setting(extra: dict[str, str], message: str) -> None:
+    with pytest.raises(ep.PlanError, match=message):
+        ep.plan("db-migrate", [], base_env(**extra))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,6 +19,7 @@ from airflow_control_plane.scaling.ecs import InMemoryWorkerServices, ServiceCou
 from airflow_control_plane.scaling.events import RecordingPublisher
 from airflow_control_plane.scaling.hibernation import FixedFlag
 from airflow_control_plane.scaling.memory import InMemoryStore
+from airflow_control_plane.scaling.policy import ScaleMemory
 from airflow_control_plane.scaling.service import ScalingPorts
 from tests.conftest import REPO_ROOT, load_event
 
@@ -69,13 +71,31 @@ def app(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return module
 
 
+class NoDemand:
+    def task_counts(self) -> dict[str, TaskCounts]:
+        return {}
+
+    def due_dag_runs(self, now: object, horizon: object) -> list[Any]:
+        return []
+
+
+class EmptyBroker:
+    def waiting(self, queue: str) -> int:
+        return 0
+
+
 def install_ports(
-    app: ModuleType, monkeypatch: pytest.MonkeyPatch, services: InMemoryWorkerServices
+    app: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    services: InMemoryWorkerServices,
+    *,
+    demand: Any = None,
+    broker: Any = None,
 ) -> ScalingPorts:
     config = AutoscalerConfig.from_env()
     ports = ScalingPorts(
-        demand=FixedDemand(),
-        broker=DownBroker(),
+        demand=demand or FixedDemand(),
+        broker=broker or DownBroker(),
         services=services,
         memory=InMemoryStore(),
         hibernation=FixedFlag(False),
@@ -130,6 +150,56 @@ def test_dry_run_event_changes_nothing(app: ModuleType, monkeypatch: pytest.Monk
     assert services.calls == []
     assert isinstance(ports.publisher, RecordingPublisher)
     assert ports.publisher.published == []
+
+
+def test_a_future_dated_schedule_event_cannot_skip_the_idle_period(
+    app: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN 3 idle etl workers, no demand, and an idle clock that started a minute ago
+    services = InMemoryWorkerServices({"airflow-test-worker-etl": ServiceCounts(3, 3)})
+    ports = install_ports(app, monkeypatch, services, demand=NoDemand(), broker=EmptyBroker())
+    assert isinstance(ports.memory, InMemoryStore)
+    started = datetime.now(UTC) - timedelta(minutes=1)
+    ports.memory.values["airflow-test-worker-etl"] = ScaleMemory(idle_since=started, peak_needed=0)
+    # WHEN a schedule event dated 2099 arrives (with the event's time, the idle period is over)
+    event = {**load_event("autoscaler_schedule.json"), "time": "2099-01-01T00:00:00Z"}
+    result = app.lambda_handler(event, FakeContext())
+    # THEN the workers stay: a minute of idleness on the handler's clock is not the idle period
+    assert services.calls == [], result
+    assert result["decisions"][0]["action"] != "scale_down"
+    # AND the idle clock still starts a minute ago
+    assert ports.memory.values["airflow-test-worker-etl"].idle_since == started
+
+
+def test_a_past_dated_schedule_event_does_not_store_an_old_idle_time(
+    app: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN 3 idle etl workers and no idle clock yet
+    services = InMemoryWorkerServices({"airflow-test-worker-etl": ServiceCounts(3, 3)})
+    ports = install_ports(app, monkeypatch, services, demand=NoDemand(), broker=EmptyBroker())
+    before = datetime.now(UTC)
+    # WHEN the sample schedule event (dated January 2026) arrives
+    app.lambda_handler(load_event("autoscaler_schedule.json"), FakeContext())
+    # THEN the idle clock starts now, so the next tick cannot scale down at once
+    assert isinstance(ports.memory, InMemoryStore)
+    idle_since = ports.memory.values["airflow-test-worker-etl"].idle_since
+    assert idle_since is not None
+    assert before <= idle_since <= datetime.now(UTC)
+    assert services.calls == []
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")
+@pytest.mark.parametrize(
+    "event", [{"source": "aws.events", "detail-type": "Anything"}, {"hello": "world"}, [], None, "x"]
+)
+def test_unknown_or_non_object_events_are_refused_before_anything_runs(
+    app: ModuleType, monkeypatch: pytest.MonkeyPatch, event: object
+) -> None:
+    services = InMemoryWorkerServices({"airflow-test-worker-etl": ServiceCounts(2, 2)})
+    install_ports(app, monkeypatch, services)
+    with pytest.raises(InvalidInputError):
+        app.lambda_handler(event, FakeContext())
+    assert services.calls == []
 
 
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")

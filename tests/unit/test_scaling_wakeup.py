@@ -66,6 +66,6 @@ def test_lambda_waker_sends_an_async_wake_up_event_the_handler_accepts() -> None
     call = client.calls[0]
     assert call["InvocationType"] == "Event"
     assert call["FunctionName"] == "airflow-dev-autoscaler"
-    request = parse_request(json.loads(call["Payload"]), fallback_now=__import__("datetime").datetime.now())
+    request = parse_request(json.loads(call["Payload"]), now=__import__("datetime").datetime.now())
     assert request.trigger == "Worker wake-up"
     assert request.dry_run is False

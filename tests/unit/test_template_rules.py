@@ -56,7 +56,8 @@ def test_broken_fixture_findings_name_the_planted_faults(broken: dict[str, Any])
     for expected in (
         "AIRFLOW__CORE__FERNET_KEY looks secret",
         "AIRFLOW__API__SECRET_KEY comes from different secrets",
-        "only the create-user job may receive AIRFLOW_ADMIN_PASSWORD",
+        "(api-server): Secrets has ['AIRFLOW_ADMIN_PASSWORD'], which this role must not hold",
+        "(celery-worker): Secrets has ['AIRFLOW__API__SECRET_KEY'], which this role must not hold",
         "the execution role is also the task role",
         "EFS mount /opt/airflow/dags not ReadOnly",
         "SharedRole: an ECS role may write to EFS",

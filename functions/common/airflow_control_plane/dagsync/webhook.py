@@ -2,9 +2,12 @@
 
 The signature is checked over the raw body bytes with a constant-time compare before
 anything else; a bad or missing signature gets 401 and no work. ``ping`` is answered; pushes
-to other branches, tag pushes and branch deletions are ignored; a delivery id seen before
-(GitHub reuses it on redelivery) is acknowledged without a second sync. Accepted pushes are
-handed off to a ``SyncDispatcher`` (asynchronous Lambda invoke on AWS) so the reply is fast.
+to other repositories and branches, tag pushes and branch deletions are ignored. Replays are
+keyed on the commit from the signed body, never on the unsigned ``X-GitHub-Delivery`` header:
+a commit already handed off (published or in flight) is acknowledged without a second sync,
+so a captured signed push resent with fresh delivery ids causes at most one sync. Accepted
+pushes are handed off to a ``SyncDispatcher`` (asynchronous Lambda invoke on AWS) so the reply
+is fast. The scheduled sync remains the safety net for a commit whose hand-off was dropped.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from airflow_control_plane.errors import InvalidInputError, TransientError
 SIGNATURE_HEADER = "x-hub-signature-256"
 EVENT_HEADER = "x-github-event"
 DELIVERY_HEADER = "x-github-delivery"
-_DELIVERY_RE = re.compile(r"^[A-Za-z0-9-]{1,100}$")
+# fullmatch, never `$`: `$` also matches before a trailing newline.
+_DELIVERY_RE = re.compile(r"[A-Za-z0-9-]{1,100}")
+_GITHUB_URL_RE = re.compile(r"https://github\.com/([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?)(?:\.git)?/?")
 ZERO_SHA = "0" * 40
 
 
@@ -84,16 +89,35 @@ class SyncDispatcher(Protocol):
     def dispatch(self, request: SyncRequest) -> None: ...
 
 
-def lower_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
-    return {k.lower(): v for k, v in (headers or {}).items()}
+def commit_key(sha: str) -> str:
+    """The replay store's key: the pushed commit (signed), not the delivery id (unsigned)."""
+    return f"commit-{sha}"
+
+
+def repository_from_url(url: str) -> str | None:
+    """``owner/name`` of a GitHub HTTPS clone URL, or None for any other URL."""
+    match = _GITHUB_URL_RE.fullmatch(url.strip())
+    return match.group(1) if match else None
+
+
+def lower_headers(headers: object) -> dict[str, str]:
+    """Header names in lower case; anything but a mapping of strings is no headers at all."""
+    if not isinstance(headers, Mapping):
+        return {}
+    return {str(k).lower(): v for k, v in headers.items() if isinstance(v, str)}
 
 
 def raw_body(event: Mapping[str, Any]) -> bytes:
     """The exact bytes GitHub signed, from a Function URL (payload 2.0) event."""
     body = event.get("body") or ""
-    if event.get("isBase64Encoded"):
-        return base64.b64decode(body)
-    return str(body).encode()
+    if not isinstance(body, str):
+        raise InvalidInputError(f"event body must be a string, got {type(body).__name__}")
+    if event.get("isBase64Encoded") is True:
+        try:
+            return base64.b64decode(body, validate=True)
+        except ValueError:
+            raise InvalidInputError("event body is not valid base64") from None
+    return body.encode()
 
 
 def decide_webhook(
@@ -135,7 +159,7 @@ def handle_webhook(
     if not verify_signature(secret, body, hdrs.get(SIGNATURE_HEADER)):
         return WebhookResponse(401, {"message": "invalid or missing X-Hub-Signature-256"})
     delivery_id = hdrs.get(DELIVERY_HEADER, "")
-    if not _DELIVERY_RE.match(delivery_id):
+    if not _DELIVERY_RE.fullmatch(delivery_id):
         return WebhookResponse(400, {"message": "missing or malformed X-GitHub-Delivery"})
     try:
         payload = json.loads(body)
@@ -146,12 +170,15 @@ def handle_webhook(
         return WebhookResponse(400, {"message": f"malformed payload: {type(exc).__name__}"})
     if decision.action is not WebhookAction.SYNC or decision.request is None:
         return WebhookResponse(200, {"action": decision.action.value, "reason": decision.reason})
-    if not store.claim(delivery_id, now):
-        return WebhookResponse(200, {"action": "ignore", "reason": f"delivery {delivery_id} already handled"})
+    sha = str(decision.request.sha)
+    key = commit_key(sha)
+    if not store.claim(key, now):
+        reason = f"commit {sha[:12]} already handed off (delivery {delivery_id} not synced again)"
+        return WebhookResponse(200, {"action": "ignore", "reason": reason})
     try:
         dispatcher.dispatch(decision.request)
     except Exception:
-        store.unclaim(delivery_id)  # let GitHub's redelivery try again
+        store.unclaim(key)  # let GitHub's redelivery try again
         raise
     return WebhookResponse(202, {"action": "sync", "reason": decision.reason, "sha": decision.request.sha})
 
@@ -187,6 +214,39 @@ class FileDeliveryStore:
                 os.unlink(entry.path)
                 removed += 1
         return removed
+
+
+class DynamoDbDeliveryStore:
+    """Replay store on AWS: one DynamoDB item per key, claimed with a conditional put.
+
+    The webhook's own table (not the DAGs file system): the public function needs no VPC and
+    no write access to anything Airflow reads. Items expire after ``ttl_s``; an expired item
+    can be claimed again at once (DynamoDB's TTL sweep is lazy, so the condition checks it).
+    """
+
+    def __init__(self, client: Any, table: str, ttl_s: float) -> None:
+        self._client = client
+        self._table = table
+        self._ttl_s = ttl_s
+
+    def claim(self, key: str, now: float) -> bool:
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    "pk": {"S": key},
+                    "claimed_at": {"N": f"{now:.3f}"},
+                    "expires_at": {"N": str(int(now + self._ttl_s))},
+                },
+                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+                ExpressionAttributeValues={":now": {"N": str(int(now))}},
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def unclaim(self, key: str) -> None:
+        self._client.delete_item(TableName=self._table, Key={"pk": {"S": key}})
 
 
 class InMemoryDeliveryStore:
