@@ -421,7 +421,9 @@ def test_an_update_keeps_the_running_counts(stack: tuple[dict[str, Any], set[str
             StackName=STACK,
             TemplateBody=json.dumps(template),
             Parameters=[
-                {"ParameterKey": "AirflowImageUri", "ParameterValue": IMAGE.replace("3.3.2", "3.3.3")}
+                {"ParameterKey": "AirflowImageUri", "ParameterValue": IMAGE.replace("3.3.2", "3.3.3")},
+                {"ParameterKey": "AllowedIngressCidr", "UsePreviousValue": True},
+                {"ParameterKey": "CertificateArn", "UsePreviousValue": True},
             ],
             Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
         )

@@ -94,8 +94,14 @@ def test_the_public_webhook_is_capped_outside_the_vpc_and_cannot_touch_the_dags(
 ) -> None:
     function = template["Resources"]["GithubWebhookFunction"]["Properties"]
     # GIVEN the webhook function THEN its concurrency is capped by its own parameter
-    assert function["ReservedConcurrentExecutions"] == {"Ref": "WebhookReservedConcurrency"}
+    assert function["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["CapWebhook", {"Ref": "WebhookReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
     assert template["Parameters"]["WebhookReservedConcurrency"]["Default"] >= 1
+    # AND only an explicit 0 (accounts too small to reserve any concurrency) lifts the cap
+    assert template["Conditions"]["CapWebhook"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "WebhookReservedConcurrency"}, "0"]}]
+    }
     # AND it has no VPC, no file system, and its role no EFS action and no writer tag
     assert "VpcConfig" not in function
     assert "FileSystemConfigs" not in function
