@@ -110,8 +110,13 @@ bench-wakeup: up ## Local: a task queued with zero workers until a worker runs i
 bench-sfn: $(DEV_VENV)/.installed ## State transitions per bring-up/hibernate execution (moto emulator)
 	$(DEV_PY) -m tests.statemachines.bench_transitions
 
+.PHONY: bench-fuzz
+bench-fuzz: $(DEV_VENV)/.installed ## 2,200 generated malformed events per Lambda handler (the audit's count); prints examples run
+	FUZZ_EXAMPLES=2200 $(DEV_PY) -m pytest tests/unit/test_handlers_fuzz.py -q -p no:cacheprovider \
+		--hypothesis-show-statistics -W ignore::UserWarning
+
 .PHONY: bench
-bench: bench-up bench-dagsync bench-scaling bench-wakeup bench-sfn ## Every figure the issues name (several minutes)
+bench: bench-up bench-dagsync bench-scaling bench-wakeup bench-sfn bench-fuzz ## Every figure the issues name (several minutes)
 
 # --- the gate ----------------------------------------------------------------------------------
 .PHONY: lint

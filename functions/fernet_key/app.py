@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 logger = Logger()
 
-_FERNET_KEY = re.compile(r"^[A-Za-z0-9_-]{43}=$")
+_FERNET_KEY = re.compile(r"^[A-Za-z0-9_-]{43}=\Z")
 _REQUEST_TYPES = ("Create", "Update", "Delete")
 _REQUIRED_FIELDS = ("RequestType", "ResponseURL", "StackId", "RequestId", "LogicalResourceId")
 RESPONSE_TIMEOUT_S = 10.0

@@ -478,3 +478,34 @@ def test_db_migrate_makes_a_select_only_role_the_control_plane_readers_can_use(
             conn.run("INSERT INTO log (dttm, event) VALUES (now(), 'forged')")
     finally:
         conn.close()
+
+
+def test_celery_accepts_the_templates_tls_result_backend_url(airflow_runtime: AirflowRuntime) -> None:
+    # GIVEN the result backend URL as template.yaml builds it (TLS, certificate verified, db 1)
+    resources = load_template(TEMPLATE)["Resources"]
+    sub = resources["ResultBackendUrlSecret"]["Properties"]["SecretString"]["Fn::Sub"]
+    url = (
+        sub.replace("{{resolve:secretsmanager:${BrokerAuthTokenSecret}:SecretString}}", "token")
+        .replace("${Broker.PrimaryEndPoint.Address}", "broker.example")
+        .replace("${Broker.PrimaryEndPoint.Port}", "6379")
+    )
+    assert "${" not in url
+    # WHEN the Celery of the runtime builds its Redis result backend from it
+    probe = (
+        "import sys, ssl\n"
+        "from celery import Celery\n"
+        "from celery.backends.redis import RedisBackend\n"
+        "b = RedisBackend(app=Celery(), url=sys.argv[1])\n"
+        "print(b.connparams['ssl_cert_reqs'] == ssl.CERT_REQUIRED, b.connparams['db'],"
+        " b.connparams['connection_class'].__name__)\n"
+    )
+    result = subprocess.run(
+        [str(airflow_runtime.python), "-c", probe, url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # THEN it is a TLS connection that verifies the certificate, on database 1 (not the broker's 0)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "1", "SSLConnection"]

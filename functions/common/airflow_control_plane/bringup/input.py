@@ -46,9 +46,9 @@ MAX_WAIT_WINDOW_SECONDS = 4 * 3600
 # The admin user's fields travel to the container as environment variables (never
 # interpolated into a shell command), but they are still restricted to a plain
 # character set so that logs and the Airflow UI show exactly what was asked for.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
-_PERSON_RE = re.compile(r"^[^\x00-\x1f\"'`$\\;|&<>]{1,64}$")
-_EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}\Z")
+_PERSON_RE = re.compile(r"^[^\x00-\x1f\"'`$\\;|&<>]{1,64}\Z")
+_EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}\Z")
 _ROLES = ("Admin", "Op", "User", "Viewer", "Public")
 _REQUESTED_BY_MAX = 200
 

@@ -35,8 +35,8 @@ from airflow_control_plane.errors import InvalidInputError
 
 # a local head lets the next fetch negotiate from what the cache already holds
 FETCHED_HEAD = Ref(b"refs/heads/dagsync-fetched")
-SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-_SAFE_PART = re.compile(r"^[^/\x00]+$")
+SHA_RE = re.compile(r"^[0-9a-f]{40}\Z")
+_SAFE_PART = re.compile(r"^[^/\x00]+\Z")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from airflow_control_plane.errors import ConfigError, TransientError
 from airflow_control_plane.local import proc
 from airflow_control_plane.local.ports import free_port
 
-_DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 
 
 @dataclass(frozen=True)
