@@ -61,8 +61,8 @@ class ReleaseDagBundle(BaseDagBundle):  # type: ignore[misc]
         release_id = self.version if self.version is not None else self._release_id
         if release_id is None:
             release_id = self._release_id = self._resolve_current()
-        # resolved once, so every file of this parse or task is read from the same folder
-        return Path(os.path.realpath(self._target / RELEASES / str(release_id)))
+        # a release's link never changes, so every file of this parse or task comes from one release
+        return self._target / RELEASES / str(release_id)
 
     def get_current_version(self) -> str:
         if self.version is not None:
