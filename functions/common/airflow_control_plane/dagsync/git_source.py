@@ -239,8 +239,11 @@ class DulwichGitSource:
     def _take_cache_lock(self) -> None:
         if self._lock_fd is not None:
             return
-        self._root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise GitCacheError(f"git cache {self._cache} cannot be used: {exc}") from exc
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -338,9 +341,9 @@ class DulwichGitSource:
         """Read from the cache; a corrupt object becomes a GitCacheError naming the cache."""
         try:
             return read()
-        except KeyError:
+        except (KeyError, ControlPlaneError):
             raise
-        except (ChecksumMismatch, OSError, ValueError, AssertionError) as exc:
+        except Exception as exc:  # a corrupt object fails in many ways (struct, zlib, checksum, ...)
             self._rebuild(f"{type(exc).__name__}: {exc}")
             raise GitCacheError(
                 f"git cache {self._cache} was damaged ({type(exc).__name__}: {exc}); it has been rebuilt "
@@ -380,7 +383,9 @@ class DulwichGitSource:
             if advertised is not None and advertised.encode() in repo:
                 tip = peel_sha(repo.object_store, ObjectID(advertised.encode()))[1].id.decode()
             absent = [s for s in (tip, want_sha) if s is not None and s.encode() not in repo]
-        except (OSError, ValueError, ChecksumMismatch, FileLocked) as exc:
+        except (ControlPlaneError, _CacheDamaged):
+            raise
+        except Exception as exc:  # a corrupt pack or index fails in many ways (struct, zlib, ...)
             raise _CacheDamaged(f"{type(exc).__name__}: {exc}") from exc
         if absent:
             raise RefNotFoundError(
