@@ -90,9 +90,9 @@ bench-up: $(RUNTIME_VENV)/.installed ## Time `airflow standalone` vs `afctl up` 
 	$(AFCTL) bench-up --rounds 3
 
 .PHONY: bench-dagsync
-bench-dagsync: $(RUNTIME_VENV)/.installed ## DAG sync figures on a 2,000-file repo vs a naive clone+copy (file:// and HTTP)
-	$(AFCTL) bench-dagsync
-	$(AFCTL) bench-dagsync --http
+bench-dagsync: $(RUNTIME_VENV)/.installed ## DAG sync at 2,000/20,000/100,000 files vs a naive clone+copy (several minutes)
+	$(AFCTL) bench-dagsync --sizes 2000,20000,100000
+	$(AFCTL) bench-dagsync --sizes 2000 --http
 
 .PHONY: simulate
 simulate: $(RUNTIME_VENV)/.installed ## Replay the shipped weekday trace: policy vs KEDA vs always-on

@@ -4,6 +4,11 @@ The adapter keeps a bare, shallow cache repository per remote URL (``/tmp`` on L
 local folder otherwise), resolves a ref with one ls-remote, fetches only when the commit is
 not cached yet, and reads trees and blobs from the cache.
 
+A repository on this machine (``file://`` or a path: the local runtime syncs its own
+checkout) is not fetched at all: the cache lists the source's object folder as a Git
+*alternate* and reads objects in place, so a new commit costs nothing to bring in (dulwich's
+in-process file:// fetch rescans the whole source pack for every fetch).
+
 The cache is disposable and treated as such:
 
 - one process at a time uses it, under an ``flock`` on ``<key>.lock`` beside it (the cache
@@ -161,6 +166,7 @@ class DulwichGitSource:
         self._root = cache_root
         self._cache = cache_root / key
         self._lock_path = cache_root / f"{key}.lock"
+        self._local_objects = _local_objects(url)
         self._lock_fd: int | None = None
         self._repo: Repo | None = None
         self._deadline: Deadline | None = None
@@ -265,11 +271,25 @@ class DulwichGitSource:
             self._repair()
             if not (self._cache / "HEAD").is_file():
                 self._init()
+            self._link_local_objects()
             self._repo = Repo(str(self._cache))
         except (OSError, NotGitRepository, ValueError) as exc:
             self._rebuild(f"cannot open: {type(exc).__name__}: {exc}")
             self._repo = Repo(str(self._cache))
         return self._repo
+
+    def _link_local_objects(self) -> None:
+        """For a repository on this machine: read its objects in place (a Git alternate)."""
+        if self._local_objects is None:
+            return
+        alternates = self._cache / "objects" / "info" / "alternates"
+        wanted = f"{self._local_objects}\n"
+        if alternates.is_file() and alternates.read_text() == wanted:
+            return
+        alternates.parent.mkdir(parents=True, exist_ok=True)
+        tmp = alternates.with_name(f"alternates.tmp-{uuid.uuid4().hex}")
+        tmp.write_text(wanted)
+        os.replace(tmp, alternates)
 
     def _init(self) -> None:
         """Initialise under a temporary name, then rename: a half-made cache never has the final name."""
@@ -293,7 +313,7 @@ class DulwichGitSource:
             return
         for dirpath, _dirs, names in os.walk(self._cache):
             for name in names:
-                if name.endswith(".lock") or name.startswith("tmp_"):
+                if name.endswith(".lock") or name.startswith("tmp_") or ".tmp-" in name:
                     os.unlink(os.path.join(dirpath, name))
                     self.repairs.append(
                         f"removed stale {os.path.relpath(os.path.join(dirpath, name), self._cache)}"
@@ -416,6 +436,17 @@ class DulwichGitSource:
 
     def _remote_errors(self) -> AbstractContextManager[None]:
         return _remote_errors(self._display_url, self._credentials, self._cache, self._deadline)
+
+
+def _local_objects(url: str) -> Path | None:
+    """The object folder of a repository on this machine, or None for a remote URL."""
+    if "://" in url and not url.startswith("file://"):
+        return None
+    root = Path(url.removeprefix("file://"))
+    for candidate in (root / ".git" / "objects", root / "objects"):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return None
 
 
 def _is_cache_failure(exc: BaseException, cache: Path) -> bool:

@@ -47,6 +47,7 @@ TMP_PREFIX = ".tmp-"
 MANIFEST_SUFFIX = ".json"
 LEGACY_MANIFEST_NAME = ".release-manifest.json"  # inside a release folder, before schema 3
 MAX_REPORTED = 20
+FSYNC_EACH_UP_TO = 256
 
 
 @dataclass(frozen=True)
@@ -328,9 +329,13 @@ def build_release(
         source, root_tree_id, trees_dir, previous_root_key, options or BuildOptions(), deadline
     )
     validate({p: plan.contents[p] for p in plan.to_check})
-    writer = _Writer(source, trees_dir, plan.contents, nonce, deadline)
+    # a few files: fsync each; many (a first sync): one flush at the end is far cheaper
+    few = sum(len(f.meta.files) for f in plan.folders) <= FSYNC_EACH_UP_TO
+    writer = _Writer(source, trees_dir, plan.contents, nonce, deadline, durable=few)
     for folder in plan.folders:
         writer.build_folder(folder)
+    if plan.folders and not few:
+        flush_to_disk()
     release_id = release_id_for(meta.sha, meta.subdir)
     manifest = ReleaseManifest(
         release_id=release_id,
@@ -359,7 +364,7 @@ def place_release(target: Path, manifest: ReleaseManifest, nonce: str) -> None:
     releases_dir.mkdir(parents=True, exist_ok=True)
     release_id = manifest.release_id
     tmp_manifest = releases_dir / f"{TMP_PREFIX}{release_id}-{nonce}{MANIFEST_SUFFIX}"
-    _write_file(tmp_manifest, manifest.to_json().encode(), 0o644)
+    _write_file(tmp_manifest, manifest.to_json().encode(), 0o644, durable=True)
     os.replace(tmp_manifest, releases_dir / f"{release_id}{MANIFEST_SUFFIX}")
     tmp_link = releases_dir / f"{TMP_PREFIX}{release_id}-{nonce}"
     os.symlink(f"../{TREES}/{manifest.root_key}", tmp_link)
@@ -377,7 +382,10 @@ class _Writer:
         contents: dict[str, bytes],
         nonce: str,
         deadline: Deadline | None,
+        *,
+        durable: bool,
     ) -> None:
+        self.durable = durable
         self.source = source
         self.trees_dir = trees_dir
         self.contents = contents
@@ -407,14 +415,13 @@ class _Writer:
             data = self.contents.get(path)
             if data is None:
                 data = self.source.read_blob(entry.blob_id)
-            _write_file(tmp / name, data, entry.mode)
+            _write_file(tmp / name, data, entry.mode, durable=self.durable)
             self.written += 1
             self.bytes_written += len(data)
         meta_tmp = self.trees_dir / f"{TMP_PREFIX}{folder.key}-{self.nonce}{MANIFEST_SUFFIX}"
         meta_bytes = folder.meta.to_json()
         _write_file(meta_tmp, meta_bytes, 0o644)
         os.replace(meta_tmp, self.trees_dir / f"{folder.key}{MANIFEST_SUFFIX}")
-        fsync_dir(tmp)
         os.rename(tmp, final)
         self.bytes_written += len(meta_bytes)
         # mkdir, one op per entry, the metadata file and its rename, the folder's rename
@@ -462,15 +469,24 @@ def _try_link(src: Path, dest: Path) -> bool:
     return True
 
 
-def _write_file(dest: Path, data: bytes, mode: int) -> None:
+def _write_file(dest: Path, data: bytes, mode: int, *, durable: bool = False) -> None:
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def flush_to_disk() -> None:
+    """One flush for a large build instead of one ``fsync`` per file (half of a first sync's
+    time here). A killed process loses nothing either way (its writes are in the page cache);
+    this covers a power loss on a local disk. On EFS, ``close`` already commits each file to
+    the server (NFS close-to-open)."""
+    os.sync()
 
 
 def folder_keys(trees_dir: Path, root_key: str) -> Any:
