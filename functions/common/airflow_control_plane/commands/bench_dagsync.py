@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -319,28 +319,38 @@ def bench_dagsync(sizes: str, use_http: bool, webhook_runs: int, workdir: Path |
         raise click.BadParameter(f"--sizes must be comma-separated numbers, got {sizes!r}") from None
     if not counts or min(counts) < 10:
         raise click.BadParameter("--sizes must name sizes of at least 10 files")
-    results: dict[int, dict[str, Figure]] = {}
-    click.echo(HEADER)
-    for files in counts:
-        with tempfile.TemporaryDirectory(prefix="bench-dagsync-", dir=workdir) as tmp:
-            root = Path(tmp)
-            repo = root / "repo.git"
+    transport = "http" if use_http else "file"
+    with tempfile.TemporaryDirectory(prefix="bench-dagsync-", dir=workdir) as tmp, ExitStack() as stack:
+        root = Path(tmp)
+        benches = []
+        for files in counts:
+            click.echo(f"generating a repository of {files} DAG files, first sync, naive copy ...")
+            repo = root / f"repo-{files}.git"
             make_repository(repo, files)
-            with serve_http(repo) if use_http else _file_url(repo) as url:
-                results[files] = _run_size(root, repo, url, files)
-                if files == min(counts) and webhook_runs:
-                    settings = SyncSettings(
-                        repository=url, ref="main", target=root / "target", min_release_age_s=0
-                    )
-                    latencies = webhook_latency(settings, root / "cache", repo, webhook_runs)
-                    webhook = (statistics.median(latencies), max(latencies), len(latencies))
-    click.echo(f"transport: {'http' if use_http else 'file'}")
-    if webhook_runs:
-        click.echo(
-            f"push-to-published via the webhook path ({min(counts)} files): median {webhook[0]:.3f} s, "
-            f"max {webhook[1]:.3f} s over {webhook[2]} pushes"
-        )
-    _goals(results)
+            url = stack.enter_context(serve_http(repo) if use_http else _file_url(repo))
+            bench = _SizeBench(files, root / f"size-{files}", repo, url)
+            bench.first_and_naive()
+            benches.append(bench)
+        # one-file and no-change syncs round-robin over the sizes, so machine load hits all alike
+        for run in range(RUNS):
+            for bench in benches:
+                bench.change(run)
+        click.echo(HEADER)
+        for bench in benches:
+            _print(bench.files, list(bench.figures().values()))
+        click.echo(f"transport: {transport}")
+        if webhook_runs:
+            small = benches[0]
+            settings = SyncSettings(
+                repository=small.url, ref="main", target=small.target, min_release_age_s=0
+            )
+            latencies = webhook_latency(settings, small.cache, small.repo, webhook_runs)
+            median, worst = statistics.median(latencies), max(latencies)
+            click.echo(
+                f"push-to-published via the webhook path ({small.files} files): median {median:.3f} s, "
+                f"max {worst:.3f} s over {len(latencies)} pushes"
+            )
+        _goals({b.files: b.figures() for b in benches})
 
 
 @contextmanager
@@ -348,19 +358,33 @@ def _file_url(repo: Path) -> Iterator[str]:
     yield f"file://{repo}"
 
 
-def _run_size(root: Path, repo: Path, url: str, files: int) -> dict[str, Figure]:
-    settings = SyncSettings(repository=url, ref="main", target=root / "target", min_release_age_s=0)
-    cache = root / "cache"
-    first = _timed_sync(settings, cache, "first sync")
-    ones, noops = [], []
-    for run in range(RUNS):
-        change_one_file(repo, f"r{run + 1}")
-        ones.append(_timed_sync(settings, cache, "one-file change"))
-        noops.append(_timed_sync(settings, cache, "no-change sync"))
-    naive = naive_clone_and_copy(url, root)
-    figures = {"first": first, "one": _median(ones), "noop": _median(noops), "naive": naive}
-    _print(files, list(figures.values()))
-    return figures
+class _SizeBench:
+    """One repository size: its target, cache and measurements."""
+
+    def __init__(self, files: int, root: Path, repo: Path, url: str) -> None:
+        root.mkdir()
+        self.files, self.root, self.repo, self.url = files, root, repo, url
+        self.target, self.cache = root / "target", root / "cache"
+        self.settings = SyncSettings(repository=url, ref="main", target=self.target, min_release_age_s=0)
+        self.ones: list[Figure] = []
+        self.noops: list[Figure] = []
+
+    def first_and_naive(self) -> None:
+        self.first = _timed_sync(self.settings, self.cache, "first sync")
+        self.naive = naive_clone_and_copy(self.url, self.root)
+
+    def change(self, run: int) -> None:
+        change_one_file(self.repo, f"r{run + 1}")
+        self.ones.append(_timed_sync(self.settings, self.cache, "one-file change"))
+        self.noops.append(_timed_sync(self.settings, self.cache, "no-change sync"))
+
+    def figures(self) -> dict[str, Figure]:
+        return {
+            "first": self.first,
+            "one": _median(self.ones),
+            "noop": _median(self.noops),
+            "naive": self.naive,
+        }
 
 
 def _goals(results: dict[int, dict[str, Figure]]) -> None:
