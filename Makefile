@@ -94,6 +94,19 @@ bench-dagsync: $(RUNTIME_VENV)/.installed ## DAG sync at 2,000/20,000/100,000 fi
 	$(AFCTL) bench-dagsync --sizes 2000,20000,100000
 	$(AFCTL) bench-dagsync --sizes 2000 --http
 
+BENCH_GIT_VENV := .venv-bench-git
+$(BENCH_GIT_VENV)/.installed: $(UV) airflow_image/requirements.txt pyproject.toml
+	[ -x $(BENCH_GIT_VENV)/bin/python ] || $(UV) venv --quiet --python $(PYTHON) $(BENCH_GIT_VENV)
+	$(UV) pip sync --quiet --python $(BENCH_GIT_VENV)/bin/python --require-hashes airflow_image/requirements.txt
+	$(UV) pip install --quiet --python $(BENCH_GIT_VENV)/bin/python -c airflow_image/requirements.txt \
+		apache-airflow-providers-git
+	$(UV) pip install --quiet --python $(BENCH_GIT_VENV)/bin/python --no-deps --no-build-isolation -e .
+	touch $@
+
+.PHONY: bench-visible
+bench-visible: $(RUNTIME_VENV)/.installed $(BENCH_GIT_VENV)/.installed ## Push -> DAG listed by the API: DAG sync vs GitDagBundle, same run
+	$(AFCTL) bench-visible --airflow-venv $(BENCH_GIT_VENV)
+
 .PHONY: simulate
 simulate: $(RUNTIME_VENV)/.installed ## Replay the shipped weekday trace: policy vs KEDA vs always-on
 	$(AFCTL) simulate
@@ -111,7 +124,7 @@ bench-sfn: $(DEV_VENV)/.installed ## State transitions per bring-up/hibernate ex
 	$(DEV_PY) -m tests.statemachines.bench_transitions
 
 .PHONY: bench
-bench: bench-up bench-dagsync bench-scaling bench-wakeup bench-sfn ## Every figure the issues name (several minutes)
+bench: bench-up bench-dagsync bench-visible bench-scaling bench-wakeup bench-sfn ## Every figure the issues name (several minutes)
 
 # --- the gate ----------------------------------------------------------------------------------
 .PHONY: lint
