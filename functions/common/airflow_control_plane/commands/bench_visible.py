@@ -78,13 +78,14 @@ def _database(admin_url: str) -> Iterator[str]:
     try:
         yield target.with_database(name).sqlalchemy_url
     finally:
-        admin = target.with_database("postgres").connect()
         try:
-            admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        except pg8000.native.DatabaseError:
-            pass
-        finally:
-            admin.close()
+            admin = target.with_database("postgres").connect()
+            try:
+                admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                admin.close()
+        except (pg8000.native.DatabaseError, pg8000.native.InterfaceError, OSError) as exc:
+            click.echo(f"warning: could not drop the scratch database {name}: {exc}", err=True)
 
 
 def _airflow_env(root: Path, sql_url: str, target: Path, git_repo: Path, refresh_s: int) -> dict[str, str]:
@@ -200,7 +201,7 @@ def bench_visible(airflow_venv: Path, pushes: int, refresh_s: int, database_url:
         finally:
             for proc in procs:
                 _stop(proc)
-    _report(results, refresh_s)
+        _report(results, refresh_s)
 
 
 def _measure(
