@@ -6,8 +6,9 @@ with --http): the first sync, a one-file change and a no-change sync, each in a 
 a naive shallow clone + copy measured in the same run; then the push-to-published latency
 through the webhook path (signature check, replay store, hand-off to a background sync) on
 the smallest size. Repositories are generated with ``git fast-import`` (a benchmark harness,
-not the product path); DAG files sit 50 to a folder (``dags/team_TT/group_GGG/``), as a
-large repository is usually organised. File operations count every create, link, symlink,
+not the product path), laid out as a large repository usually is: at most 50 entries per
+folder (``dags/team_TT/area_AA/group_GG/``). A one-file change costs the entries of the
+changed folder and of its parents. File operations count every create, link, symlink,
 mkdir and rename the sync makes on the target (each one billed and slow on EFS); for the
 naive copy, every file and folder the clone checks out and the copy creates.
 """
@@ -59,7 +60,7 @@ with DAG(dag_id="generated_{index:05d}", start_date=datetime(2026, 1, 1), schedu
 '''
 BENCH_SECRET = b"bench-webhook-secret"
 RUNS = 5
-PER_FOLDER = 50
+PER_FOLDER = 50  # files per folder, and sub-folders per folder
 TEAMS = 20
 
 
@@ -83,8 +84,11 @@ def _git(repo: Path, *args: str, stdin: bytes | None = None) -> str:
 
 
 def dag_path(index: int) -> str:
-    team = index % TEAMS
-    return f"dags/team_{team:02d}/group_{index // TEAMS // PER_FOLDER:03d}/dag_{index:06d}.py"
+    """``dags/team_TT/area_AA/group_GG/dag_NNNNNN.py``: 20 teams, at most 50 entries per folder."""
+    team, rest = index % TEAMS, index // TEAMS
+    group = rest // PER_FOLDER
+    area, sub = group // PER_FOLDER, group % PER_FOLDER
+    return f"dags/team_{team:02d}/area_{area:02d}/group_{sub:02d}/dag_{index:06d}.py"
 
 
 def _blob(text: str) -> bytes:
@@ -133,8 +137,9 @@ started = time.monotonic()
 subprocess.run(["git", "clone", "-q", "--depth", "1", url, clone], check=True, capture_output=True)
 shutil.copytree(clone, dest, ignore=shutil.ignore_patterns(".git"))
 wall = time.monotonic() - started
-usage = [resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-rss = max(usage)
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+own = int(hwm[0].split()[1]) if hwm else 0
+rss = max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)  # the git clone's peak
 print(json.dumps({"wall": wall, "rss": rss / 1024}))
 """
 
@@ -173,7 +178,9 @@ started = time.monotonic()
 result = sync_once(settings, SyncRequest("manual"), DulwichGitSource(url, Path(cache)), InMemoryPublisher(),
                    system_clock())
 wall = time.monotonic() - started
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM: this process's own peak (ru_maxrss survives exec on Linux and would show the parent's)
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+rss = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"action": result.action, "wall": wall, "ops": result.file_ops,
                   "bytes": result.bytes_written, "written": result.files_written, "rss": rss}))
 """
