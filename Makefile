@@ -90,9 +90,22 @@ bench-up: $(RUNTIME_VENV)/.installed ## Time `airflow standalone` vs `afctl up` 
 	$(AFCTL) bench-up --rounds 3
 
 .PHONY: bench-dagsync
-bench-dagsync: $(RUNTIME_VENV)/.installed ## DAG sync figures on a 2,000-file repo vs a naive clone+copy (file:// and HTTP)
-	$(AFCTL) bench-dagsync
-	$(AFCTL) bench-dagsync --http
+bench-dagsync: $(RUNTIME_VENV)/.installed ## DAG sync at 2,000/20,000/100,000 files vs a naive clone+copy (several minutes)
+	$(AFCTL) bench-dagsync --sizes 2000,20000,100000
+	$(AFCTL) bench-dagsync --sizes 2000 --http
+
+BENCH_GIT_VENV := .venv-bench-git
+$(BENCH_GIT_VENV)/.installed: $(UV) airflow_image/requirements.txt pyproject.toml
+	[ -x $(BENCH_GIT_VENV)/bin/python ] || $(UV) venv --quiet --python $(PYTHON) $(BENCH_GIT_VENV)
+	$(UV) pip sync --quiet --python $(BENCH_GIT_VENV)/bin/python --require-hashes airflow_image/requirements.txt
+	$(UV) pip install --quiet --python $(BENCH_GIT_VENV)/bin/python -c airflow_image/requirements.txt \
+		apache-airflow-providers-git
+	$(UV) pip install --quiet --python $(BENCH_GIT_VENV)/bin/python --no-deps --no-build-isolation -e .
+	touch $@
+
+.PHONY: bench-visible
+bench-visible: $(RUNTIME_VENV)/.installed $(BENCH_GIT_VENV)/.installed ## Push -> DAG listed by the API: DAG sync vs GitDagBundle, same run
+	$(AFCTL) bench-visible --airflow-venv $(BENCH_GIT_VENV)
 
 .PHONY: simulate
 simulate: $(RUNTIME_VENV)/.installed ## Replay the shipped weekday trace: policy vs KEDA vs always-on
@@ -116,7 +129,7 @@ bench-fuzz: $(DEV_VENV)/.installed ## 2,200 generated malformed events per Lambd
 		--hypothesis-show-statistics -W ignore::UserWarning
 
 .PHONY: bench
-bench: bench-up bench-dagsync bench-scaling bench-wakeup bench-sfn bench-fuzz ## Every figure the issues name (several minutes)
+bench: bench-up bench-dagsync bench-visible bench-scaling bench-wakeup bench-sfn bench-fuzz ## Every figure the issues name (several minutes)
 
 # --- the gate ----------------------------------------------------------------------------------
 .PHONY: lint

@@ -2,13 +2,19 @@
 
 Input: an EventBridge scheduled event (sync the ref's tip), the webhook Lambda's asynchronous
 hand-off ``{"trigger": "webhook", "sha": ..., "delivery_id": ...}``, or an operator's
-``{"trigger": "manual", "rollback_to": "<sha>"}``. Reserved concurrency 1 plus the lock on
-the target keep it to one sync per target. Errors are raised typed (RefNotFoundError,
-ReleaseValidationError, GitAuthenticationError, RemoteUnavailableError, SyncBusyError, ...).
+``{"trigger": "manual", "rollback_to": "<sha>"}``, or ``{"trigger": "break_lease"}`` to remove
+the target's lease by hand. The lease on the target keeps it to one sync per target; one sync
+stops by itself at ``SYNC_DEADLINE_SECONDS`` (default 240, below the 300 s timeout). With
+``DB_HOST`` set, releases used by queued or running DAG runs are never deleted (an unreadable
+database means nothing is deleted). Errors are raised typed (RefNotFoundError,
+ReleaseValidationError, GitAuthenticationError, RemoteUnavailableError, SyncBusyError,
+GitCacheError, SyncDeadlineError, ...).
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -16,19 +22,24 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pg8000.native
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from airflow_control_plane.config import optional_int, optional_str, require_str
+from airflow_control_plane.dagsync.airflowignore import check_syntax
 from airflow_control_plane.dagsync.credentials import SecretReader, SecretsManagerSecret, parse_secret
 from airflow_control_plane.dagsync.events import EventBridgePublisher
 from airflow_control_plane.dagsync.git_source import DulwichGitSource
+from airflow_control_plane.dagsync.in_use import PostgresReleasesInUse, ReleasesInUse
 from airflow_control_plane.dagsync.local import system_clock
+from airflow_control_plane.dagsync.lock import break_lease
 from airflow_control_plane.dagsync.service import DEFAULT_LOCK_TTL_S, SyncResult, SyncSettings, sync_once
 from airflow_control_plane.dagsync.webhook import SyncRequest
 from airflow_control_plane.edge import event_object
-from airflow_control_plane.errors import InvalidInputError
+from airflow_control_plane.errors import ConfigError, InvalidInputError
+from airflow_control_plane.pg_tls import ssl_context
 
 logger = Logger(service="dag-sync")
 metrics = Metrics(service="dag-sync")
@@ -46,6 +57,14 @@ class DagSyncConfig:
     keep_releases: int
     min_release_age_s: int
     history_depth: int
+    deadline_s: int
+    lease_wait_s: int
+    ignore_syntax: str
+    db_host: str
+    db_port: int
+    db_name: str
+    db_secret_arn: str
+    db_sslmode: str
 
     @classmethod
     def from_env(cls) -> DagSyncConfig:
@@ -60,6 +79,14 @@ class DagSyncConfig:
             keep_releases=optional_int("KEEP_RELEASES", 5, minimum=1),
             min_release_age_s=optional_int("MIN_RELEASE_AGE_SECONDS", 3600, minimum=0),
             history_depth=optional_int("GIT_HISTORY_DEPTH", 50, minimum=1),
+            deadline_s=optional_int("SYNC_DEADLINE_SECONDS", 240, minimum=10),
+            lease_wait_s=optional_int("LEASE_WAIT_SECONDS", 65, minimum=0),
+            ignore_syntax=check_syntax(optional_str("DAG_IGNORE_FILE_SYNTAX", "glob")),
+            db_host=optional_str("DB_HOST", ""),
+            db_port=optional_int("DB_PORT", 5432, minimum=1),
+            db_name=optional_str("DB_NAME", "airflow"),
+            db_secret_arn=optional_str("DB_SECRET_ARN", ""),
+            db_sslmode=optional_str("DB_SSLMODE", "require"),
         )
 
     def settings(self) -> SyncSettings:
@@ -71,6 +98,9 @@ class DagSyncConfig:
             keep_releases=self.keep_releases,
             min_release_age_s=float(self.min_release_age_s),
             lock_ttl_s=DEFAULT_LOCK_TTL_S,
+            lock_wait_s=float(self.lease_wait_s),
+            deadline_s=float(self.deadline_s),
+            ignore_syntax=self.ignore_syntax,
         )
 
 
@@ -79,6 +109,8 @@ def parse_request(event: Mapping[str, Any]) -> SyncRequest:
     if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
         return SyncRequest(trigger="schedule")
     trigger = event.get("trigger")
+    if trigger == "break_lease":
+        return SyncRequest(trigger="break_lease")
     if trigger in ("webhook", "manual", "schedule"):
         fields = {k: event.get(k) for k in ("sha", "rollback_to", "delivery_id")}
         if any(v is not None and not isinstance(v, str) for v in fields.values()):
@@ -104,6 +136,35 @@ def build_source(config: DagSyncConfig, secret: SecretReader | None) -> DulwichG
     )
 
 
+def build_in_use(config: DagSyncConfig, secrets_client: Any) -> ReleasesInUse | None:
+    """The metadata database reader, or None when the function is not given one."""
+    if not config.db_host:
+        return None
+    if not config.db_secret_arn:
+        raise ConfigError("DB_HOST is set but DB_SECRET_ARN is not")
+
+    def connect() -> Any:
+        raw = secrets_client.get_secret_value(SecretId=config.db_secret_arn)["SecretString"]
+        try:
+            secret = json.loads(raw)
+            user, password = str(secret["username"]), str(secret["password"])
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(
+                f"secret {config.db_secret_arn} must hold JSON with username and password"
+            ) from None
+        return pg8000.native.Connection(
+            user=user,
+            password=password,
+            host=config.db_host,
+            port=config.db_port,
+            database=config.db_name,
+            timeout=5,
+            ssl_context=ssl_context(config.db_sslmode),
+        )
+
+    return PostgresReleasesInUse(connect)
+
+
 def record_metrics(result: SyncResult) -> None:
     metrics.add_metric(name=f"Sync{result.action.capitalize()}", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="SyncDuration", unit=MetricUnit.Seconds, value=result.duration_s)
@@ -117,6 +178,10 @@ def record_metrics(result: SyncResult) -> None:
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     request = parse_request(event_object(event, "dag-sync"))
     config = DagSyncConfig.from_env()
+    if request.trigger == "break_lease":
+        broken = break_lease(config.target, now=time.time(), force=True)
+        logger.info(broken.reason)
+        return {"action": "break_lease", "broken": broken.broken, "reason": broken.reason}
     logger.info("sync requested", extra={"request": request.to_payload(), "ref": config.ref})
     secret = (
         SecretsManagerSecret(_secrets_client(), config.token_secret_id) if config.token_secret_id else None
@@ -124,7 +189,8 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     source = build_source(config, secret)
     publisher = EventBridgePublisher(_events_client(), config.event_bus_name)
     try:
-        result = sync_once(config.settings(), request, source, publisher, system_clock())
+        in_use = build_in_use(config, _secrets_client())
+        result = sync_once(config.settings(), request, source, publisher, system_clock(), in_use)
     except Exception:
         metrics.add_metric(name="SyncFailed", unit=MetricUnit.Count, value=1)
         raise

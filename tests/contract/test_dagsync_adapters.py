@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from moto import mock_aws
 from airflow_control_plane.dagsync.credentials import SecretsManagerSecret, parse_secret
 from airflow_control_plane.dagsync.errors import LockLostError, SyncBusyError
 from airflow_control_plane.dagsync.events import RELEASE_PUBLISHED, EventBridgePublisher, JsonLinesPublisher
-from airflow_control_plane.dagsync.lock import LOCK_NAME, FileLock
+from airflow_control_plane.dagsync.lock import LOCK_NAME, FileLock, Identity, break_lease
 from airflow_control_plane.dagsync.webhook import FileDeliveryStore, LambdaAsyncDispatcher, SyncRequest
 from airflow_control_plane.errors import ConfigError, TransientError
 
@@ -138,12 +140,88 @@ def test_a_stale_lock_is_taken_over_and_its_old_holder_cannot_publish(tmp_path: 
     taker = FileLock(tmp_path, "taker", ttl_s=10, clock=lambda: now[0])
     taker.acquire()
     # THEN the new holder owns it and the old one is told before its irreversible step
-    assert taker.took_over == "dead"
+    assert taker.took_over is not None
+    assert taker.took_over.startswith("sync dead")
     taker.verify()
     with pytest.raises(LockLostError):
         dead.verify()
     dead.release()  # releasing a lock one no longer owns leaves the new owner's lock alone
     taker.verify()
+
+
+OTHER_MACHINE = Identity("another-host", "another-boot", 4242, "1")
+
+HOLD_SCRIPT = """
+import sys, time
+from pathlib import Path
+from airflow_control_plane.dagsync.lock import FileLock
+lock = FileLock(Path(sys.argv[1]), "holder", ttl_s=3600, clock=time.time)
+lock.acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_lease_whose_holder_was_killed_on_this_machine_is_taken_at_once(tmp_path: Path) -> None:
+    # GIVEN a process holding an hour-long lease, killed with SIGKILL (nothing released it)
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"held\n"
+    live = FileLock(tmp_path, "next", ttl_s=60, clock=time.time)
+    with pytest.raises(SyncBusyError, match="pid"):
+        live.acquire()  # while it runs, the lease holds
+    proc.kill()
+    proc.wait(timeout=10)
+    # WHEN the next sync starts THEN it takes the lease on its first try, without waiting an hour
+    started = time.monotonic()
+    live.acquire()
+    assert time.monotonic() - started < 1
+    assert live.took_over is not None
+    assert "holder" in live.took_over
+    live.release()
+
+
+def test_a_renewed_lease_is_kept_and_an_abandoned_one_expires_within_one_ttl(tmp_path: Path) -> None:
+    # GIVEN a holder on another machine renewing a 0.6 s lease while it works
+    holder = FileLock(tmp_path, "worker", ttl_s=0.6, clock=time.time, identity=OTHER_MACHINE)
+    holder.acquire()
+    holder.start_heartbeat()
+    time.sleep(1.5)  # more than two TTLs
+    # WHEN another sync waits for it THEN it sees the renewal and reports busy (the holder lives)
+    waiter = FileLock(tmp_path, "waiter", ttl_s=0.6, clock=time.time, wait_s=5)
+    with pytest.raises(SyncBusyError, match="renewed it while we waited"):
+        waiter.acquire()
+    holder.verify()
+    # WHEN the holder stops renewing (frozen or killed elsewhere: nothing releases its file)
+    holder._stop.set()
+    assert holder._heartbeat is not None
+    holder._heartbeat.join(5)
+    # THEN a waiting sync gets the lease once it expires, within one TTL plus a poll
+    started = time.monotonic()
+    waiter.acquire()
+    assert time.monotonic() - started < 0.6 + 1.1
+    with pytest.raises(LockLostError):
+        holder.verify()
+    waiter.release()
+
+
+def test_breaking_a_lease_by_hand(tmp_path: Path) -> None:
+    # GIVEN a lease held by this very (running) process
+    mine = FileLock(tmp_path, "mine", ttl_s=60, clock=time.time)
+    mine.acquire()
+    # THEN breaking it is refused unless forced
+    refused = break_lease(tmp_path, now=time.time(), force=False)
+    assert not refused.broken
+    assert "running on this machine" in refused.reason
+    assert break_lease(tmp_path, now=time.time(), force=True).broken
+    assert not (tmp_path / LOCK_NAME).exists()
+    # AND a lease from another machine is broken (the operator says it is dead)
+    other = FileLock(tmp_path, "other", ttl_s=60, clock=time.time, identity=OTHER_MACHINE)
+    other.acquire()
+    result = break_lease(tmp_path, now=time.time(), force=False)
+    assert result.broken
+    assert "another-host" in result.reason
+    assert not break_lease(tmp_path, now=time.time(), force=False).broken  # nothing left
 
 
 def _contend(directory: str, owner: str, results: Any) -> None:

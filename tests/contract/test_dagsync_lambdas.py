@@ -213,3 +213,48 @@ def test_the_webhook_refuses_to_run_without_a_repository_to_check(monkeypatch: p
     # AND an explicit GITHUB_REPOSITORY wins over the URL
     monkeypatch.setenv("GITHUB_REPOSITORY", "example-org/dags")
     assert app.WebhookConfig.from_env().repository == "example-org/dags"
+
+
+@pytest.mark.usefixtures("aws")
+def test_the_sync_lambda_breaks_a_lease_on_request_and_keeps_releases_when_the_database_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the stack's database settings pointing at a port nobody listens on
+    url, _sha = _origin(tmp_path)
+    db_secret = boto3.client("secretsmanager").create_secret(
+        Name="db", SecretString=json.dumps({"username": "airflow", "password": "pw"})
+    )["ARN"]
+    for name, value in {
+        "DAG_REPO_URL": url,
+        "DAGS_TARGET_DIR": str(tmp_path / "efs"),
+        "GIT_CACHE_DIR": str(tmp_path / "cache"),
+        "KEEP_RELEASES": "1",
+        "MIN_RELEASE_AGE_SECONDS": "0",
+        "DB_HOST": "127.0.0.1",
+        "DB_PORT": "9",
+        "DB_SECRET_ARN": db_secret,
+        "DB_SSLMODE": "disable",
+    }.items():
+        monkeypatch.setenv(name, value)
+    app = _load("dag_sync")
+    app.lambda_handler(load_event("dag_sync_schedule.json"), CONTEXT)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x.invalid"}
+    env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x.invalid"}
+    origin = Path(url.removeprefix("file://"))
+    (origin / "dags" / "hello.py").write_text("HELLO = 2\n")
+    subprocess.run(
+        ["git", "-C", str(origin), "commit", "-qam", "2"], check=True, env=env, capture_output=True
+    )
+    # WHEN a second commit is published with KEEP_RELEASES=1
+    result = app.lambda_handler(load_event("dag_sync_schedule.json"), CONTEXT)
+    # THEN nothing is deleted, because the DAG runs using releases could not be read
+    assert result["action"] == "published"
+    assert result["deleted_releases"] == []
+    assert any("could not be read" in w for w in result["warnings"])
+    # AND an operator can break a lease left by a sync on another machine
+    (tmp_path / "efs" / ".dagsync.lock").write_text(
+        json.dumps({"owner": "x", "acquired_at": 0, "expires_at": 9e12, "host": "elsewhere", "pid": 1})
+    )
+    broken = app.lambda_handler({"trigger": "break_lease"}, CONTEXT)
+    assert broken["broken"] is True
+    assert not (tmp_path / "efs" / ".dagsync.lock").exists()

@@ -20,10 +20,10 @@ from airflow_control_plane.dagsync.errors import (
     RefNotFoundError,
     ReleaseValidationError,
     RemoteUnavailableError,
+    RepositoryNotFoundError,
 )
 from airflow_control_plane.dagsync.events import RELEASE_PUBLISHED, SYNC_FAILED, InMemoryPublisher
 from airflow_control_plane.dagsync.git_source import DulwichGitSource
-from airflow_control_plane.dagsync.release import MANIFEST_NAME
 from airflow_control_plane.dagsync.service import Clock, SyncResult, SyncSettings, sync_once
 from airflow_control_plane.dagsync.webhook import SyncRequest
 
@@ -101,21 +101,27 @@ class Env:
         source = DulwichGitSource(settings.repository, self.cache, credentials)
         return sync_once(settings, request or SyncRequest("schedule"), source, self.events, self.clock())
 
+    def live_manifest(self) -> dict[str, object]:
+        release_id = os.readlink(self.target / "current").split("/")[-1]
+        data = json.loads((self.target / "releases" / f"{release_id}.json").read_text())
+        assert isinstance(data, dict)
+        return data
+
+    def release_ids(self) -> list[str]:
+        return sorted(p.name for p in (self.target / "releases").iterdir() if not p.name.endswith(".json"))
+
     def live_sha(self) -> str | None:
-        link = self.target / "current"
-        if not link.is_symlink():
+        if not (self.target / "current").is_symlink():
             return None
-        manifest = json.loads((link / MANIFEST_NAME).read_text())
-        return str(manifest["sha"])
+        return str(self.live_manifest()["sha"])
 
     def live_files(self) -> dict[str, str]:
         root = (self.target / "current").resolve()
         out = {}
         for dirpath, _dirs, names in os.walk(root, followlinks=True):  # as Airflow walks
             for name in names:
-                if name != MANIFEST_NAME:
-                    path = Path(dirpath) / name
-                    out[str(path.relative_to(root))] = path.read_text()
+                path = Path(dirpath) / name
+                out[str(path.relative_to(root))] = path.read_text()
         return out
 
 
@@ -151,10 +157,9 @@ def test_initial_incremental_and_noop_syncs(env: Env) -> None:
     assert old.stat().st_ino == new.stat().st_ino
     assert "dags/d002.py" not in env.live_files()
     # AND the manifest records what was published
-    manifest = json.loads((env.target / "current" / MANIFEST_NAME).read_text())
+    manifest = env.live_manifest()
     assert manifest["sha"] == second
     assert manifest["files_written"] == 2
-    assert set(manifest["files"]) == set(env.live_files())
 
     # WHEN the live commit is synced again
     started = time.monotonic()
@@ -186,7 +191,7 @@ def test_a_broken_commit_is_not_published_and_names_file_and_line(env: Env) -> N
     # THEN the error names the file and line, `current` is untouched, nothing half-built stays
     assert "dags/d003.py:3:" in str(info.value)
     assert env.live_sha() == good
-    assert sorted(p.name for p in (env.target / "releases").iterdir()) == [good]
+    assert env.release_ids() == [good]
     assert env.events.events[-1][0] == SYNC_FAILED
     assert "dags/d003.py:3" in env.events.events[-1][1]["reason"]
 
@@ -204,16 +209,19 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.parametrize("kind", ["missing-path", "closed-port"])
-def test_an_unreachable_remote_is_a_transient_error(env: Env, kind: str) -> None:
-    url = (
-        f"file://{env.tmp}/no-such-repo"
-        if kind == "missing-path"
-        else f"http://127.0.0.1:{_closed_port()}/r.git"
-    )
+def test_an_unreachable_remote_is_a_transient_error(env: Env) -> None:
     with pytest.raises(RemoteUnavailableError, match="cannot fetch from"):
-        env.sync(url=url)
+        env.sync(url=f"http://127.0.0.1:{_closed_port()}/r.git")
     assert not (env.target / "current").exists()
+
+
+def test_a_missing_repository_is_permanent_and_says_why(env: Env) -> None:
+    # GIVEN a path that holds no repository (a 404 over HTTP is the same case, tested with HTTP)
+    # WHEN it is synced THEN the error is permanent (not retried as transient) and not empty
+    with pytest.raises(RepositoryNotFoundError, match=r"no-such-repo.*retrying will not help"):
+        env.sync(url=f"file://{env.tmp}/no-such-repo")
+    assert not (env.target / "current").exists()
+    assert env.events.events[-1][1]["error"] == "RepositoryNotFoundError"
 
 
 def test_http_with_a_token_syncs_and_a_bad_token_is_rejected_without_leaking(env: Env) -> None:
@@ -230,7 +238,7 @@ def test_http_with_a_token_syncs_and_a_bad_token_is_rejected_without_leaking(env
         result = env.sync(url=url, credentials=GitCredentials("x-access-token", TOKEN))
     assert (result.action, result.sha) == ("published", sha)
     assert TOKEN not in json.dumps(env.events.events)
-    assert TOKEN not in (env.target / "current" / MANIFEST_NAME).read_text()
+    assert TOKEN not in json.dumps(env.live_manifest())
 
 
 def test_out_of_order_triggers_never_replace_a_newer_commit(env: Env) -> None:
@@ -242,7 +250,7 @@ def test_out_of_order_triggers_never_replace_a_newer_commit(env: Env) -> None:
     late = env.sync(SyncRequest("webhook", sha=a))
     # THEN it is refused and B stays live
     assert late.action == "refused"
-    assert "older than live" in late.reason
+    assert "nor newer than live" in late.reason
     assert env.live_sha() == b
 
 
@@ -293,7 +301,7 @@ def test_retention_keeps_young_releases_and_cleans_interrupted_leftovers(env: En
     # THEN the leftovers are gone and the young previous release is kept
     assert set(result.cleaned_leftovers) == {"releases/.tmp-deadbeef-1", ".current.tmp-1"}
     assert result.deleted_releases == ()
-    assert len([p for p in (env.target / "releases").iterdir()]) == 2
+    assert len(env.release_ids()) == 2
 
 
 def test_tags_and_full_shas_are_refs_too(env: Env) -> None:
@@ -330,7 +338,7 @@ def test_concurrent_syncs_publish_once_and_leave_a_consistent_target(env: Env) -
     assert published == 1
     assert env.live_sha() == sha
     assert not (env.target / ".dagsync.lock").exists()
-    assert [p.name for p in (env.target / "releases").iterdir()] == [sha]
+    assert env.release_ids() == [sha]
 
 
 def test_the_cli_explains_what_it_did_and_exits_3_on_refusal(env: Env) -> None:
@@ -370,19 +378,18 @@ def test_unchanged_directories_are_shared_and_every_directory_is_distinct_for_ai
         }
     )
     env.sync()
-    first_manifest = json.loads((env.target / "current" / MANIFEST_NAME).read_text())
+    first_root = os.path.realpath(env.target / "current" / "team_b")
     # WHEN only team_a changes
     second = env.repo.commit({"team_a/a0.py": "A = 'changed'\n"})
     result = env.sync()
     # THEN one file is written, team_a's other files are linked, team_b is reused whole (one symlink)
     assert (result.files_written, result.files_linked) == (1, 19)
-    manifest = json.loads((env.target / "current" / MANIFEST_NAME).read_text())
+    manifest = env.live_manifest()
     assert manifest["sha"] == second
     assert manifest["dirs_reused"] == 3  # team_b, pkg_one, pkg_two
+    assert (manifest["dirs_created"], result.dirs_created) == (2, 2)  # team_a and the root
     current = env.target / "current"
-    assert os.readlink(current / "team_b") == f"../../trees/{manifest['dirs']['team_b']}"
-    assert manifest["dirs"]["team_b"] == first_manifest["dirs"]["team_b"]
-    assert manifest["dirs"]["team_a"] != first_manifest["dirs"]["team_a"]
+    assert os.path.realpath(current / "team_b") == first_root
     # AND identical packages are separate real directories, so a walk that follows links (as
     # Airflow's does, rejecting a directory seen twice) meets each directory once
     resolved = [os.path.realpath(d) for d, _s, _f in os.walk(current, followlinks=True)]
@@ -413,6 +420,6 @@ def test_rollback_works_while_the_remote_is_unreachable(env: Env) -> None:
     result = env.sync(SyncRequest("manual", rollback_to=a))
     # THEN the rollback is a switch that needs no remote; an ordinary sync reports the outage
     assert (result.action, env.live_sha()) == ("published", a)
-    with pytest.raises(RemoteUnavailableError):
+    with pytest.raises(RepositoryNotFoundError):
         env.sync()
     assert env.live_sha() == a

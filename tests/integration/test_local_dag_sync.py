@@ -305,9 +305,9 @@ def test_a_broken_commit_is_refused_and_the_environment_stays_on_its_release(
     # WHEN a commit with a DAG file that does not compile is synced
     local_env.repo.commit({"dags/broken.py": BROKEN_DAG}, "broken")
     out = local_env.run("sync", timeout=120)
-    # THEN it is refused with file:line, and current still points at the same release
-    assert out.returncode == 2, out.stdout + out.stderr
-    assert "broken.py:4" in out.stderr, out.stderr
+    # THEN it is refused (exit 3, as every refusal) with file:line, and current stays where it was
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "refused: 1 file(s) do not compile: broken.py:4" in out.stdout, out.stdout
     assert local_env.live_release() == live
     assert not (local_env.target / "current" / "broken.py").exists()
     # AND the environment keeps running and serving the DAGs it had

@@ -152,11 +152,12 @@ def _inputs(target: Path | None) -> AirflowEnvInputs:
 def test_airflow_reads_the_release_target_through_release_dag_bundle() -> None:
     # GIVEN git mode (a bundle target)
     env = airflow_environment(_inputs(Path("/t")))
-    # THEN every component gets one ReleaseDagBundle over the target, refreshed every 10 s,
-    # dags_folder on current, and no bytecode written next to the releases
+    # THEN every component gets one ReleaseDagBundle over the target, checked every second (its
+    # refresh reads one symlink), dags_folder on current, and no bytecode written next to the releases
     bundles = json.loads(env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"])
-    kwargs = {"target": "/t", "refresh_interval": 10}
+    kwargs = {"target": "/t", "refresh_interval": 1}
     assert bundles == [{"name": "dags", "classpath": RELEASE_BUNDLE_CLASSPATH, "kwargs": kwargs}]
+    assert env["AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL"] == "1"
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/t/current"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
 

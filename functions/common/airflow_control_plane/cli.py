@@ -2,7 +2,9 @@
 
 Subcommands live in ``airflow_control_plane.commands``: each module there exposes a
 ``COMMANDS`` list of click commands or groups, and this module registers them all, so
-adding a command never means editing this file.
+adding a command never means editing this file. Registration is lazy: ``afctl sync`` imports
+only ``commands/sync.py`` (a module named after its command is tried first), so a command
+does not pay for the imports of every other one; help and unknown names load them all.
 """
 
 from __future__ import annotations
@@ -33,6 +35,17 @@ Every command prints why it did what it did; errors name what to fix.
 class _Cli(click.Group):
     """A group that turns control-plane errors into one clear line and exit code 2."""
 
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            _register_module(self, cmd_name.replace("-", "_"))
+        if cmd_name not in self.commands:
+            _register_all(self)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _register_all(self)
+        return super().list_commands(ctx)
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
@@ -47,14 +60,17 @@ def cli() -> None:
     """Root command group."""
 
 
+def _register_module(group: click.Group, name: str) -> None:
+    if name not in {m.name for m in pkgutil.iter_modules(commands.__path__)}:
+        return
+    module = importlib.import_module(f"{commands.__name__}.{name}")
+    for command in getattr(module, "COMMANDS", []):
+        group.add_command(command)
+
+
 def _register_all(group: click.Group) -> None:
     for module_info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{commands.__name__}.{module_info.name}")
-        for command in getattr(module, "COMMANDS", []):
-            group.add_command(command)
-
-
-_register_all(cli)
+        _register_module(group, module_info.name)
 
 
 def main() -> None:

@@ -1,23 +1,32 @@
 """``afctl sync``: publish a Git ref's DAGs into a DAGs folder (the manual and local-runtime sync).
 
-Exit codes: 0 published or nothing to do, 3 refused (an older commit without --rollback-to),
-2 error (printed as one line naming what to fix).
+Exit codes: 0 published or nothing to do, 3 refused (an older commit without --rollback-to, or
+a commit that cannot be published: a file that does not compile, a name that is not UTF-8),
+2 error (printed as one line naming what to fix). ``--break-lease`` removes the target's
+lease by hand (refused while its holder runs on this machine, unless ``--force``).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import FrameType
 
 import click
 
+from airflow_control_plane.dagsync.errors import ReleaseValidationError
 from airflow_control_plane.dagsync.events import EventPublisher, InMemoryPublisher, JsonLinesPublisher
+from airflow_control_plane.dagsync.in_use import PostgresReleasesInUse, ReleasesInUse
 from airflow_control_plane.dagsync.local import default_cache_dir, local_source, system_clock
+from airflow_control_plane.dagsync.lock import break_lease
 from airflow_control_plane.dagsync.service import SyncResult, SyncSettings, sync_once
 from airflow_control_plane.dagsync.webhook import SyncRequest
 from airflow_control_plane.errors import ConfigError
+from airflow_control_plane.local.backing import PostgresTarget
 from airflow_control_plane.local.dag_source import SourceMode, select_dag_source
 from airflow_control_plane.local.paths import StatePaths
 from airflow_control_plane.local.settings import LocalSettings
@@ -32,7 +41,8 @@ def describe(result: SyncResult) -> str:
             f"  release {result.release_id}: {result.files_written} file(s) written "
             f"({result.bytes_written} bytes), {result.files_linked} linked unchanged, "
             f"{result.files_removed} removed; {result.dirs_created} folder(s) created, "
-            f"{result.dirs_reused} unchanged folder(s) shared; in {result.duration_s:.3f} s"
+            f"{result.dirs_reused} unchanged folder(s) shared; {result.file_ops} file operation(s); "
+            f"in {result.duration_s:.3f} s"
         )
     if result.deleted_releases:
         lines.append(f"  retention deleted: {', '.join(r[:12] for r in result.deleted_releases)}")
@@ -53,6 +63,7 @@ class SyncWhere:
     token_env: str | None
     cache_dir: Path
     events_file: Path | None
+    database_url: str | None = None
 
 
 def resolve_where(
@@ -65,6 +76,8 @@ def resolve_where(
     events_file: Path | None,
 ) -> SyncWhere:
     """With --target: as given. Without: the local environment's DAG source and target."""
+    if ref is not None and not ref.strip():
+        raise click.UsageError("--ref must name a branch, tag or commit (it is empty)")
     if target is not None:
         if not repo:
             raise click.UsageError("--repo (or DAG_REPO_URL) is required with --target")
@@ -85,6 +98,8 @@ def resolve_where(
     else:
         local = replace(local, ref=ref or local.ref, subdir=local.subdir if subdir is None else subdir)
     click.echo(f"local environment {paths.root}: {local.repository} at {local.ref} into {local.folder}")
+    from airflow_control_plane.local.runtime_state import RuntimeState
+
     return SyncWhere(
         local.repository,
         local.ref,
@@ -93,6 +108,7 @@ def resolve_where(
         token_env or local.token_env,
         cache_dir or paths.root / "dagsync-cache",
         events_file or paths.logs / "dagsync-events.jsonl",
+        RuntimeState.load(paths).database_url,
     )
 
 
@@ -120,6 +136,33 @@ def resolve_where(
 @click.option("--keep", "keep", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--min-age", "min_age_s", default=3600.0, show_default=True, type=click.FloatRange(min=0))
 @click.option(
+    "--database-url",
+    envvar="DAGSYNC_DATABASE_URL",
+    default=None,
+    help="Airflow's metadata database (postgresql://...): releases of queued or running DAG runs are "
+    "never deleted. Default: the local environment's; with --target and no URL, retention goes by "
+    "count and age only.",
+)
+@click.option(
+    "--ignore-syntax",
+    envvar="AIRFLOW__CORE__DAG_IGNORE_FILE_SYNTAX",
+    default="glob",
+    show_default=True,
+    type=click.Choice(["glob", "regexp"]),
+    help="Airflow's [core] dag_ignore_file_syntax: .airflowignore'd files are not compiled.",
+)
+@click.option("--deadline", "deadline_s", default=240.0, show_default=True, type=click.FloatRange(min=1))
+@click.option(
+    "--lease-wait",
+    "lease_wait_s",
+    default=65.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Wait this long for another machine's lease to expire (a renewed lease means busy at once).",
+)
+@click.option("--break-lease", is_flag=True, help="Remove the target's lease by hand, then stop.")
+@click.option("--force", is_flag=True, help="With --break-lease: even if its holder runs on this machine.")
+@click.option(
     "--events-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -136,6 +179,12 @@ def sync_command(
     cache_dir: Path | None,
     keep: int,
     min_age_s: float,
+    database_url: str | None,
+    ignore_syntax: str,
+    deadline_s: float,
+    lease_wait_s: float,
+    break_lease: bool,
+    force: bool,
     events_file: Path | None,
 ) -> None:
     """Publish the DAGs of REPO at REF into TARGET atomically (releases/<sha> + a `current` symlink).
@@ -143,6 +192,10 @@ def sync_command(
     Only changed files are written; a commit whose Python files do not compile is not published;
     an older commit is refused unless --rollback-to names it.
     """
+    if break_lease:
+        folder = target or resolve_where(None, None, None, None, None, None, None).target
+        _break_lease(folder, force)
+        return
     where = resolve_where(repo, ref, subdir, target, token_env, cache_dir, events_file)
     settings = SyncSettings(
         repository=where.repo,
@@ -151,15 +204,46 @@ def sync_command(
         subdir=where.subdir,
         keep_releases=keep,
         min_release_age_s=min_age_s,
+        lock_wait_s=lease_wait_s,
+        deadline_s=deadline_s,
+        ignore_syntax=ignore_syntax,
     )
     source = local_source(where.repo, where.cache_dir, where.token_env)
     publisher: EventPublisher = (
         JsonLinesPublisher(where.events_file) if where.events_file else InMemoryPublisher()
     )
     request = SyncRequest(trigger="manual", sha=sha, rollback_to=rollback_to)
-    result = sync_once(settings, request, source, publisher, system_clock())
+    in_use = _in_use(database_url or where.database_url)
+    terminate_on_sigterm()
+    try:
+        result = sync_once(settings, request, source, publisher, system_clock(), in_use)
+    except ReleaseValidationError as exc:
+        click.echo(f"refused: {exc}")
+        sys.exit(EXIT_REFUSED)
     click.echo(describe(result))
     if result.action == "refused":
+        sys.exit(EXIT_REFUSED)
+
+
+def _in_use(database_url: str | None) -> ReleasesInUse | None:
+    if not database_url:
+        return None
+    return PostgresReleasesInUse(PostgresTarget.parse(database_url).connect)
+
+
+def terminate_on_sigterm() -> None:
+    """SIGTERM (a container stop, ``timeout``) unwinds like an error: the lease is released."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _break_lease(target: Path, force: bool) -> None:
+    result = break_lease(target, now=time.time(), force=force)
+    click.echo(result.reason)
+    if not result.broken and "running on this machine" in result.reason:
         sys.exit(EXIT_REFUSED)
 
 

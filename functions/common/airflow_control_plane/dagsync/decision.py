@@ -72,25 +72,31 @@ def decide_sync(inputs: SyncInputs) -> SyncDecision:
 
 
 def _decide_by_relation(inputs: SyncInputs, live: str) -> SyncDecision:
+    """The ref's tip always wins; any other commit only if it is newer than live.
+
+    Why the tip wins even when it is older than live (the branch was moved back) or unrelated
+    (a force-push): the branch is the declared source of truth, and only this rule gives the
+    same answer whatever the Git cache holds. Proving "older" needs the live commit's history,
+    which a cold cache (a new Lambda container) does not have and a rewritten remote may no
+    longer serve; refusing on a warm cache and publishing on a cold one was the alternative.
+    A late trigger for an old commit is still refused: it is not the tip.
+    """
     req = inputs.requested_sha
-    if inputs.relation is Relation.DESCENDANT:
-        return SyncDecision(Action.PUBLISH, req, f"{req[:12]} is newer than live {live[:12]}")
-    if inputs.relation is Relation.ANCESTOR:
-        return SyncDecision(
-            Action.REFUSE,
-            live,
-            f"{req[:12]} is older than live {live[:12]} (an ancestor); request a rollback to publish it",
-        )
     if req == inputs.ref_tip_sha:
+        if inputs.relation is Relation.DESCENDANT:
+            return SyncDecision(Action.PUBLISH, req, f"{req[:12]} is newer than live {live[:12]}")
         return SyncDecision(
             Action.PUBLISH,
             req,
-            f"{req[:12]} is the ref's current tip and not related to live {live[:12]} in the fetched "
-            "history (force-push or deep history): the ref's tip is authoritative",
+            f"{req[:12]} is the ref's current tip but not a descendant of live {live[:12]} (the branch "
+            "was moved back or rewritten): the ref's tip is authoritative",
         )
+    if inputs.relation is Relation.DESCENDANT:
+        return SyncDecision(Action.PUBLISH, req, f"{req[:12]} is newer than live {live[:12]}")
+    older = " (an ancestor)" if inputs.relation is Relation.ANCESTOR else ""
     return SyncDecision(
         Action.REFUSE,
         live,
         f"{req[:12]} is neither the ref's tip ({inputs.ref_tip_sha[:12]}) nor newer than live "
-        f"{live[:12]}: refusing to replace it",
+        f"{live[:12]}{older}: refusing to replace it; request a rollback to publish it",
     )

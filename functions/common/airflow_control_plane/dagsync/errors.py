@@ -31,3 +31,15 @@ class LockLostError(TransientError):
 
 class TargetLayoutError(ConfigError):
     """The target folder is not in a state DAG sync owns (for example `current` is a real directory)."""
+
+
+class RepositoryNotFoundError(InvalidInputError):
+    """The remote answered 404 (or the path holds no repository): permanent, retrying will not help."""
+
+
+class GitCacheError(TransientError):
+    """The local Git cache (not the remote) failed; the message names the cache folder."""
+
+
+class SyncDeadlineError(TransientError):
+    """The sync ran past its overall deadline; nothing was published by it."""

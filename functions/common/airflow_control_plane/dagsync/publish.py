@@ -15,10 +15,15 @@ from pathlib import Path
 
 from airflow_control_plane.dagsync.decision import RollbackPin
 from airflow_control_plane.dagsync.errors import TargetLayoutError
-from airflow_control_plane.dagsync.release import ReleaseManifest, fsync_dir, read_manifest
+from airflow_control_plane.dagsync.release import (
+    LEGACY_MANIFEST_NAME,
+    RELEASES,
+    ReleaseManifest,
+    fsync_dir,
+    read_manifest,
+)
 
 CURRENT = "current"
-RELEASES = "releases"
 CURRENT_TMP_PREFIX = ".current.tmp-"
 PIN_NAME = ".rollback-pin.json"
 
@@ -50,15 +55,33 @@ def read_live(target: Path) -> LiveRelease | None:
         return None
     release_id = Path(link).name
     path = target / RELEASES / release_id
-    manifest = read_manifest(path)
+    manifest = read_manifest(target, release_id) or _legacy_manifest(path, release_id)
     if manifest is None:
         raise TargetLayoutError(f"{target / CURRENT} points at {link}, which has no release manifest")
     return LiveRelease(release_id, path, manifest)
 
 
+def _legacy_manifest(path: Path, release_id: str) -> ReleaseManifest | None:
+    """A release built before per-folder metadata: only its commit is used (ordering); the next
+    build writes every file once, and retention leaves such folders alone (remove them by hand)."""
+    try:
+        data = json.loads((path / LEGACY_MANIFEST_NAME).read_text())
+        return ReleaseManifest(
+            release_id=release_id,
+            repository=str(data["repository"]),
+            ref=str(data["ref"]),
+            sha=str(data["sha"]),
+            subdir=str(data["subdir"]),
+            built_at=float(data["built_at"]),
+            root_key="",
+        )
+    except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):
+        return None
+
+
 def switch_current(target: Path, release_id: str, nonce: str) -> None:
     """Point ``current`` at ``releases/<release_id>`` atomically."""
-    if read_manifest(target / RELEASES / release_id) is None:
+    if read_manifest(target, release_id) is None:
         raise TargetLayoutError(f"release {release_id} is not complete: refusing to publish it")
     tmp = target / f"{CURRENT_TMP_PREFIX}{nonce}"
     os.symlink(f"{RELEASES}/{release_id}", tmp)

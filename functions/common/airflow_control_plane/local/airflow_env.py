@@ -42,7 +42,8 @@ class AirflowEnvInputs:
     # DAG sync target read through ReleaseDagBundle (dags_folder is then <target>/current);
     # None: the default LocalDagBundle on dags_folder (folder mode).
     dag_bundle_target: Path | None = None
-    dag_bundle_refresh_s: int = 10
+    # ReleaseDagBundle's refresh reads one symlink: checking every second costs nothing
+    dag_bundle_refresh_s: int = 1
 
     @property
     def api_base_url(self) -> str:
@@ -68,6 +69,8 @@ def airflow_environment(inputs: AirflowEnvInputs) -> dict[str, str]:
         bundle["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = dag_bundle_config(
             inputs.dag_bundle_target, inputs.dag_bundle_refresh_s
         )
+        # how often the processor asks bundles whether a refresh is due (Airflow's default: 5 s)
+        bundle["AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL"] = "1"
     return {
         **bundle,
         "AIRFLOW_HOME": str(inputs.airflow_home),
