@@ -79,6 +79,6 @@ RUN pip install --no-cache-dir --upgrade pip==$STANDIN_PIP_VERSION \
     && find /home/airflow/.local -name '*.pyc' -delete \
     && find /home/airflow/.local -name __pycache__ -type d -empty -delete
 DOCKERFILE
-docker build --network host -t "$TAG" "$work/context" >"$work/build.log" 2>&1 \
+docker build --network host --force-rm -t "$TAG" "$work/context" >"$work/build.log" 2>&1 \
     || { tail -30 "$work/build.log" >&2; say "building $TAG failed"; exit 1; }
 say "built $TAG ($(docker image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%d MB", $1/1e6}'))"
