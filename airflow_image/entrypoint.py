@@ -119,8 +119,20 @@ print(f"read-only role {role}: SELECT on every table of the public schema, read-
 DEFAULT_MIGRATION_WAIT_TIMEOUT_S = 300  # the migrate job runs first; 5 min absorbs a slow RDS start
 DEFAULT_API_PORT = 8080
 DEFAULT_ROLE_FILE = "/tmp/airflow-container-role"  # noqa: S108 - container-local, written by us only
-HEALTHCHECK_TIMEOUT_S = 60.0
+# The whole health check must finish well inside the container runtime's timeout (ECS: the
+# task definition's HealthCheck.Timeout, 20 s in template.yaml), or the runtime kills it and
+# counts a failure; tests/unit check that every task definition's timeout is above this.
+HEALTHCHECK_TIMEOUT_S = 10.0
 HTTP_HEALTH_TIMEOUT_S = 10.0
+# Airflow's defaults for how old a job's last heartbeat may be ([scheduler]
+# scheduler_health_check_threshold, [triggerer] triggerer_health_check_threshold,
+# [dag_processor] health_check_threshold), read from the same environment variables.
+JOB_THRESHOLD_ENV = {
+    "SchedulerJob": "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD",
+    "TriggererJob": "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD",
+    "DagProcessorJob": "AIRFLOW__DAG_PROCESSOR__HEALTH_CHECK_THRESHOLD",
+}
+DEFAULT_JOB_THRESHOLD_S = 30
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -163,7 +175,33 @@ class HttpCheck:
         return f"GET {self.url}"
 
 
-Step = Command | HttpCheck
+@dataclass(frozen=True)
+class JobHeartbeatCheck:
+    """One query, in this process: is a ``job_type`` job of this host running with a heartbeat
+    younger than ``threshold_s`` (the database's clock)? What ``airflow jobs check --local``
+    answers, without starting Airflow (seconds of CPU, far beyond a 0.25 vCPU task's timeout)."""
+
+    job_type: str
+    threshold_s: int
+    timeout_s: float = HEALTHCHECK_TIMEOUT_S
+
+    def describe(self) -> str:
+        return f"{self.job_type} heartbeat of this host within {self.threshold_s} s (metadata database)"
+
+
+@dataclass(frozen=True)
+class CeleryPing:
+    """Ping one Celery worker through the broker, in this process, with a bare Celery app
+    (no Airflow import: what `celery inspect ping -d` does at a fraction of its CPU)."""
+
+    destination: str
+    timeout_s: float = HEALTHCHECK_TIMEOUT_S
+
+    def describe(self) -> str:
+        return f"ping {self.destination} through the broker"
+
+
+Step = Command | HttpCheck | JobHeartbeatCheck | CeleryPing
 
 
 @dataclass(frozen=True)
@@ -373,24 +411,40 @@ def _plan_healthcheck(args: Sequence[str], env: Mapping[str, str]) -> Plan:
         hostname = env.get("HOSTNAME", "").strip()
         if not hostname:
             raise PlanError("healthcheck celery-worker needs HOSTNAME (the worker is celery@<hostname>)")
-        ping = ("celery", "--app", CELERY_APP, "inspect", "ping", "-d", f"celery@{hostname}")
+        timeout = _healthcheck_timeout(env)
+        if env.get("AIRFLOW__CELERY__BROKER_URL", "").strip():
+            step = CeleryPing(f"celery@{hostname}", timeout_s=timeout)
+        else:  # broker URL from a _CMD/_SECRET setting: only Airflow can resolve it
+            ping = ("celery", "--app", CELERY_APP, "inspect", "ping", "-d", f"celery@{hostname}")
+            step = Command(ping, timeout_s=timeout)
         reason = f"celery-worker: celery@{hostname} answers a ping through the broker"
         # Like the worker itself: no database, and no SQLite file created by accident.
         return Plan(
             role="healthcheck",
             reason=reason,
-            steps=(Command(ping, timeout_s=HEALTHCHECK_TIMEOUT_S),),
+            steps=(step,),
             env_set=((DATABASE_ENV_VARS[0], WORKER_NO_DATABASE_URL),),
         )
     elif target in JOB_TYPES:
-        check = ("airflow", "jobs", "check", "--job-type", JOB_TYPES[target], "--local")
-        step = Command(check, timeout_s=HEALTHCHECK_TIMEOUT_S)
-        reason = f"{target}: this host's {JOB_TYPES[target]} heartbeats in the metadata database"
+        job_type = JOB_TYPES[target]
+        timeout = _healthcheck_timeout(env)
+        url = env.get(DATABASE_ENV_VARS[0], "").strip()
+        if url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres"):
+            threshold = _int(env, JOB_THRESHOLD_ENV[job_type], DEFAULT_JOB_THRESHOLD_S, minimum=1)
+            step = JobHeartbeatCheck(job_type, threshold, timeout_s=timeout)
+        else:  # another database or a _CMD/_SECRET URL: ask Airflow itself (seconds of CPU)
+            check = ("airflow", "jobs", "check", "--job-type", job_type, "--local")
+            step = Command(check, timeout_s=timeout)
+        reason = f"{target}: this host's {job_type} heartbeats in the metadata database"
     else:
         raise PlanError(
             f"healthcheck: unknown role {target!r}; the roles are: {', '.join(LONG_RUNNING_ROLES)}"
         )
     return Plan(role="healthcheck", reason=reason, steps=(step,))
+
+
+def _healthcheck_timeout(env: Mapping[str, str]) -> float:
+    return float(_int(env, "AIRFLOW_HEALTHCHECK_TIMEOUT", int(HEALTHCHECK_TIMEOUT_S), minimum=1))
 
 
 def _api_health_url(env: Mapping[str, str]) -> str:
@@ -512,6 +566,9 @@ def _run_command(step: Command, env: Mapping[str, str], child_env: Mapping[str, 
         text=True,
         # Without a controlling terminal, getpass reads the prompts' answers from stdin.
         start_new_session=stdin is not None,
+        # A health check killed at its timeout by the container runtime must not leave its
+        # command running (the runtime kills only the process it started).
+        preexec_fn=_die_with_parent if step.timeout_s is not None else None,
     ) as child:
         # ECS stops a one-off with SIGTERM to this process; pass it on instead of orphaning the child.
         previous = signal.signal(signal.SIGTERM, _forward_to(child))
@@ -525,6 +582,17 @@ def _run_command(step: Command, env: Mapping[str, str], child_env: Mapping[str, 
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         return child.returncode
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL me when my parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _forward_to(child: subprocess.Popen[str]) -> Callable[[int, FrameType | None], None]:
@@ -549,6 +617,82 @@ def _run_http(step: HttpCheck) -> int:
     return 0
 
 
+def _run_job_check(step: JobHeartbeatCheck, env: Mapping[str, str]) -> int:
+    # psycopg2 is in the image (Airflow's PostgreSQL driver); imported only here, so the
+    # entrypoint itself stays standard-library only.
+    import psycopg2  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    scheme, rest = env[DATABASE_ENV_VARS[0]].strip().split("://", 1)
+    dsn = "postgresql://" + rest
+    hostname = _airflow_hostname()
+    timeout_ms = int(step.timeout_s * 1000)
+    try:
+        connection = psycopg2.connect(
+            dsn, connect_timeout=max(1, int(step.timeout_s / 2)), options=f"-c statement_timeout={timeout_ms}"
+        )
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM job WHERE job_type = %s AND hostname = %s AND state = 'running' "
+                    "AND latest_heartbeat > now() - make_interval(secs => %s)",
+                    (step.job_type, hostname, step.threshold_s),
+                )
+                (alive,) = cursor.fetchone()
+        finally:
+            connection.close()
+    except psycopg2.Error as exc:
+        _say(f"{step.describe()}: database error: {type(exc).__name__}: {str(exc).strip()[:300]}")
+        return 1
+    if alive < 1:
+        _say(f"{step.describe()}: no live {step.job_type} of {hostname} (scheme {scheme})")
+        return 1
+    return 0
+
+
+def _airflow_hostname() -> str:
+    """The hostname Airflow records for its jobs (airflow.utils.net.getfqdn, its default
+    [core] hostname_callable)."""
+    name = socket.gethostname()
+    try:
+        addrs = socket.getaddrinfo(name, None, 0, socket.SOCK_DGRAM, 0, socket.AI_CANONNAME)
+    except OSError:
+        return name
+    for addr in addrs:
+        if addr[3]:
+            return addr[3]
+    return name
+
+
+def _run_celery_ping(step: CeleryPing, env: Mapping[str, str]) -> int:
+    from celery import Celery  # type: ignore[import-not-found,unused-ignore]  # in the image; no Airflow import
+
+    app = Celery("healthcheck", broker=env["AIRFLOW__CELERY__BROKER_URL"].strip())
+    app.conf.broker_connection_timeout = step.timeout_s / 2
+    app.conf.broker_connection_retry_on_startup = False
+    app.conf.broker_connection_max_retries = 0
+    try:
+        replies = app.control.ping(destination=[step.destination], timeout=step.timeout_s / 2)
+    except Exception as exc:
+        _say(f"{step.describe()}: {type(exc).__name__}: {str(exc)[:300]}")
+        return 1
+    finally:
+        app.close()
+    if not any(step.destination in reply for reply in replies):
+        _say(f"{step.describe()}: no answer within {step.timeout_s / 2:g} s")
+        return 1
+    return 0
+
+
+def _run_step(step: Step, env: Mapping[str, str], child_env: Mapping[str, str]) -> int:
+    if isinstance(step, Command):
+        return _run_command(step, env, child_env)
+    if isinstance(step, HttpCheck):
+        return _run_http(step)
+    if isinstance(step, JobHeartbeatCheck):
+        return _run_job_check(step, env)
+    return _run_celery_ping(step, env)
+
+
 def execute(p: Plan, env: Mapping[str, str]) -> int:
     """Apply a plan: run its steps in order, then become its exec command. Returns an exit code."""
     _say(f"{p.role}: {p.reason}")
@@ -558,7 +702,7 @@ def execute(p: Plan, env: Mapping[str, str]) -> int:
     child_env = _child_env(p, env)
     for step in p.steps:
         _say(f"running: {step.describe()}")
-        code = _run_command(step, env, child_env) if isinstance(step, Command) else _run_http(step)
+        code = _run_step(step, env, child_env)
         if code != 0:
             _say(f"{p.role}: failed: `{step.describe()}` exited with code {code}")
             return code if code > 0 else 1

@@ -1,7 +1,7 @@
 """The image entrypoint run for real: airflow_image/entrypoint.py with the Airflow of .venv
 against a fresh PostgreSQL database (and Redis for the Celery worker).
 
-The image itself cannot be built here (no Docker engine), so this runs the same script the
+Without Docker (tests/containers runs the built image), this runs the same script the
 image's ENTRYPOINT runs, with .venv/bin first on PATH in place of the image's venv. One
 `db-migrate` per module (module-scoped fixture): a migration costs seconds.
 """

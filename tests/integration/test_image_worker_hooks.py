@@ -1,6 +1,6 @@
 """The image's settings load the control plane's Celery hooks into real Airflow components.
 
-The image cannot be built here (no Docker engine), so the tests take the image's `ENV` from
+Without Docker (tests/containers runs the built image), the tests take the image's `ENV` from
 airflow_image/Dockerfile itself (they cannot drift from it) and run the script its ENTRYPOINT
 runs, airflow_image/entrypoint.py, with the Airflow of .venv. The one image-only path,
 PYTHONPATH=/opt/airflow-control-plane, is replaced by functions/common: the directory the

@@ -35,7 +35,12 @@ ep = _load()
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    env = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": DB_URL, "DUMB_INIT_SETSID": "0", "HOSTNAME": "ip-10-0-1-7"}
+    env = {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": DB_URL,
+        "AIRFLOW__CELERY__BROKER_URL": "redis://broker:6379/0",
+        "DUMB_INIT_SETSID": "0",
+        "HOSTNAME": "ip-10-0-1-7",
+    }
     env.update(extra)
     return env
 
@@ -341,16 +346,49 @@ def test_a_malformed_database_url_is_rejected_without_showing_it() -> None:
     ("role", "job_type"),
     [("scheduler", "SchedulerJob"), ("triggerer", "TriggererJob"), ("dag-processor", "DagProcessorJob")],
 )
-def test_healthcheck_of_a_job_component_checks_its_local_job(role: str, job_type: str) -> None:
+def test_healthcheck_of_a_job_component_queries_its_heartbeat_in_process(role: str, job_type: str) -> None:
+    # GIVEN a PostgreSQL metadata database WHEN planning the check THEN it is one query in this
+    # process (no `airflow jobs check`: seconds of CPU), with Airflow's default threshold
     (step,) = ep.plan("healthcheck", [role], base_env()).steps
-    assert step.argv == ("airflow", "jobs", "check", "--job-type", job_type, "--local")
-    assert step.timeout_s is not None
+    assert step == ep.JobHeartbeatCheck(job_type, 30, timeout_s=ep.HEALTHCHECK_TIMEOUT_S)
 
 
-def test_healthcheck_of_a_celery_worker_pings_this_hosts_worker() -> None:
+def test_healthcheck_threshold_follows_airflows_own_setting() -> None:
+    env = base_env(AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD="90")
+    (step,) = ep.plan("healthcheck", ["triggerer"], env).steps
+    assert isinstance(step, ep.JobHeartbeatCheck)
+    assert step.threshold_s == 90
+
+
+def test_healthcheck_without_a_plain_postgres_url_asks_airflow_within_the_timeout() -> None:
+    # GIVEN the database URL from a command (only Airflow resolves it)
+    env = {k: v for k, v in base_env().items() if k != "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"}
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD"] = "cat /run/db-url"
+    (step,) = ep.plan("healthcheck", ["scheduler"], env).steps
+    assert isinstance(step, ep.Command)
+    assert step.argv == ("airflow", "jobs", "check", "--job-type", "SchedulerJob", "--local")
+    assert step.timeout_s == ep.HEALTHCHECK_TIMEOUT_S
+
+
+def test_healthcheck_timeout_is_configurable_and_bounded() -> None:
+    (step,) = ep.plan("healthcheck", ["scheduler"], base_env(AIRFLOW_HEALTHCHECK_TIMEOUT="5")).steps
+    assert step.timeout_s == 5
+    with pytest.raises(ep.PlanError, match="AIRFLOW_HEALTHCHECK_TIMEOUT"):
+        ep.plan("healthcheck", ["scheduler"], base_env(AIRFLOW_HEALTHCHECK_TIMEOUT="0"))
+
+
+def test_healthcheck_of_a_celery_worker_pings_this_hosts_worker_in_process() -> None:
     p = ep.plan("healthcheck", ["celery-worker"], worker_env())
+    # Like the worker itself: no database, and no SQLite file created by accident.
     assert dict(p.env_set) == {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": ep.WORKER_NO_DATABASE_URL}
     (step,) = p.steps
+    assert step == ep.CeleryPing("celery@ip-10-0-1-7", timeout_s=ep.HEALTHCHECK_TIMEOUT_S)
+
+
+def test_healthcheck_of_a_celery_worker_without_a_plain_broker_url_uses_celerys_cli() -> None:
+    env = {k: v for k, v in worker_env().items() if k != "AIRFLOW__CELERY__BROKER_URL"}
+    (step,) = ep.plan("healthcheck", ["celery-worker"], env).steps
+    assert isinstance(step, ep.Command)
     assert step.argv == (
         "celery",
         "--app",
