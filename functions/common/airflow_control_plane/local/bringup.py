@@ -26,7 +26,9 @@ from airflow_control_plane.local.airflow_env import (
     AirflowEnvInputs,
     airflow_environment,
     process_environment,
+    refused_airflow_settings,
     service_specs,
+    user_airflow_settings,
 )
 from airflow_control_plane.local.airflow_jobs import JobResult, WarmCli, run_job
 from airflow_control_plane.local.bytecode import missing_bytecode_warning
@@ -132,6 +134,12 @@ class BringUp:
         warning = missing_bytecode_warning()
         if warning:
             self.echo(f"warning: {warning}")
+        refused = refused_airflow_settings(self.base_env)
+        if refused:
+            self.echo(f"warning: ignored (the local runtime sets them itself): {', '.join(refused)}")
+        passed = sorted(user_airflow_settings(self.base_env))
+        if passed:
+            self.echo(f"[airflow] your settings passed to every component: {', '.join(passed)}")
         return f"{pg_note}; {redis_note}; {db_note}; api port {port}; state {s.paths.root}"
 
     def _sync_dags(self) -> DagSource:
