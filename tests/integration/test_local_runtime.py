@@ -80,6 +80,14 @@ class LocalEnv:
         return f"http://127.0.0.1:{port}"
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -248,6 +256,50 @@ def test_up_twice_is_safe_and_skips_the_one_off_jobs(local_env: LocalEnv, first_
     assert re.search(r"create_admin_user done in [\d.]+ s: skipped", out.stdout), out.stdout
     assert "password:" not in out.stdout  # shown once only
     assert {k: v["pids"] for k, v in local_env.status().items()} == {k: v["pids"] for k, v in before.items()}
+
+
+def test_a_port_change_on_the_running_environment_is_refused_and_nothing_recorded(
+    local_env: LocalEnv, first_up: object
+) -> None:
+    # GIVEN a running environment on its recorded port
+    before_state = (local_env.state / "state.json").read_text()
+    old_url = local_env.base_url
+    pids = {k: v["pids"] for k, v in local_env.status().items()}
+    # WHEN `up` runs again asking for another port
+    out = subprocess.run(
+        [str(local_env.afctl), "up"],
+        env={**local_env.env, "AFCTL_API_PORT": str(_free_port())},
+        capture_output=True,
+        text=True,
+        timeout=UP_TIMEOUT_S,
+        check=False,
+    )
+    # THEN it is refused at once, naming the change and how to apply it
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "api_port" in out.stderr
+    assert "afctl down" in out.stderr
+    # AND the state still records the port the api-server uses, which still answers
+    assert (local_env.state / "state.json").read_text() == before_state
+    metadatabase = _health(old_url)["metadatabase"]
+    assert isinstance(metadatabase, dict)
+    assert metadatabase["status"] == "healthy"
+    assert {k: v["pids"] for k, v in local_env.status().items()} == pids
+
+
+def test_a_second_state_folder_on_the_same_database_is_refused_naming_the_owner(
+    local_env: LocalEnv, first_up: object, tmp_path: Path
+) -> None:
+    # GIVEN the running environment's database and Redis, and another state folder
+    other = {**local_env.env, "AFCTL_STATE_DIR": str(tmp_path / "other"), "AFCTL_DAGS_SOURCE": "folder"}
+    # WHEN that second environment is brought up without asking to join
+    out = subprocess.run(
+        [str(local_env.afctl), "up"], env=other, capture_output=True, text=True, timeout=120, check=False
+    )
+    # THEN it refuses before starting anything, naming the owner and the way to join
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert str(local_env.state) in out.stderr
+    assert "AFCTL_JOIN=1" in out.stderr
+    assert not (tmp_path / "other" / "run" / "supervisor.pid").exists()
 
 
 def test_a_killed_scheduler_is_restarted(local_env: LocalEnv, first_up: object) -> None:

@@ -166,8 +166,9 @@ def test_settings_defaults_and_overrides(tmp_path: Path) -> None:
     settings = LocalSettings.from_env({"AFCTL_STATE_DIR": str(tmp_path / "st")})
     # THEN the defaults point at the local servers and the repository's dags/ folder
     assert settings.paths.root == (tmp_path / "st").resolve()
-    assert settings.database_url == "postgresql://postgres@127.0.0.1:5432/airflow_local"
+    assert settings.database_url.startswith("postgresql://postgres@127.0.0.1:5432/airflow_st_")
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert (settings.database_configured, settings.redis_configured, settings.join) == (False, False, False)
     assert settings.dags_folder.name == "dags"
     # AND the autoscaler is on, so idle workers go to zero; without it one worker stays up
     assert settings.autoscale is True
