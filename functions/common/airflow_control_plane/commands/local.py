@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import click
@@ -63,9 +64,14 @@ def down(force: bool, drain_timeout: float | None) -> None:
 
 
 @click.command("status")
-def status() -> None:
-    """Each local service's desired and running count, and the health."""
-    for line in render_status(collect_status(LocalSettings.from_env())):
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+def status(as_json: bool) -> None:
+    """Services (desired/running, health), the DAG release and last refused sync, the autoscaler."""
+    report = collect_status(LocalSettings.from_env())
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True, default=str))
+        return
+    for line in render_status(report):
         click.echo(line)
 
 

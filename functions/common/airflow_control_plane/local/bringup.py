@@ -56,6 +56,7 @@ from airflow_control_plane.local.secrets_store import (
 from airflow_control_plane.local.settings import LocalSettings
 from airflow_control_plane.local.step_report import StepReporter
 from airflow_control_plane.local.supervisor import dump_spec
+from airflow_control_plane.local.sync_record import record_sync, uncommitted_warning
 
 
 @dataclass
@@ -165,11 +166,18 @@ class BringUp:
             return dags
         started = time.monotonic()
         error: ControlPlaneError | None = None
+        pending = uncommitted_warning(dags.repository, dags.subdir)
+        if pending:
+            self.echo(f"[dags] warning: {pending}")
         try:
             result = publish_dags(dags, s.paths.root, trigger="local-up")
             problem = None if result.action != "refused" else f"sync refused: {result.reason}"
+            record_sync(
+                s.paths, action=result.action, reason=result.reason, sha=result.sha, trigger="local-up"
+            )
         except ControlPlaneError as exc:
             error, problem = exc, f"DAG sync failed: {exc}"
+            record_sync(s.paths, action="failed", reason=str(exc), sha=None, trigger="local-up")
         seconds = time.monotonic() - started
         if problem is None:
             self.echo(f"[dags] sync_dags done in {seconds:.1f} s: {summarise_sync(result)}")
