@@ -27,6 +27,13 @@ from tests.conftest import PG_HOST, PG_PORT, PG_USER, REDIS_HOST, REDIS_PORT, Po
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(autouse=True)
+def _no_lease_left(redis_database: RedisDatabase) -> Iterator[None]:
+    """The run's Redis db serves the next module's environment too: no lease outlives a test."""
+    yield
+    redis_database.client().delete("afctl:lease")
+
+
 def _env(state: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AFCTL_"))}
     env.update({"AFCTL_STATE_DIR": str(state), "AFCTL_DAGS_SOURCE": "folder", **extra})

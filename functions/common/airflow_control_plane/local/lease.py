@@ -198,10 +198,15 @@ def write_redis_lease(target: RedisTarget, owner: str) -> str:
     return read_redis_lease(target) or ""
 
 
-def release_redis_lease(target: RedisTarget, owner: str) -> None:
-    client = _client(target)
+def release_redis_marker(target: RedisTarget, owner: str) -> None:
+    """Let go of the db's marker (the db number stays claimed for this state folder)."""
     if read_redis_lease(target) == owner:
-        client.delete(REDIS_LEASE_KEY)
+        _client(target).delete(REDIS_LEASE_KEY)
+
+
+def release_redis_lease(target: RedisTarget, owner: str) -> None:
+    """The marker and the db number's claim in db 0."""
+    release_redis_marker(target, owner)
     control = _client(target, 0)
     claim = control.get(f"{REDIS_CLAIM_PREFIX}{target.db}")
     if claim is not None and bytes(claim).decode() == owner:
