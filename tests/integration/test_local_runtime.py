@@ -323,6 +323,27 @@ def test_a_killed_scheduler_is_restarted(local_env: LocalEnv, first_up: object) 
     _wait_for(scheduler_healthy, 180, "the restarted scheduler to heartbeat")
 
 
+def test_restart_replaces_one_services_processes_and_leaves_the_others(
+    local_env: LocalEnv, first_up: object
+) -> None:
+    # GIVEN the running services' processes
+    before = {k: v["pids"] for k, v in local_env.status().items()}
+    # WHEN the triggerer is restarted
+    out = local_env.run("restart", "triggerer", timeout=240)
+    # THEN it runs again with a new process, and no other service was touched
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "triggerer: restarted" in out.stdout
+    after = {k: v["pids"] for k, v in local_env.status().items()}
+    assert after["triggerer"] not in ("-", before["triggerer"])
+    assert {k: v for k, v in after.items() if k != "triggerer"} == {
+        k: v for k, v in before.items() if k != "triggerer"
+    }
+    # AND its log is readable through `afctl logs`
+    logs = local_env.run("logs", "triggerer", "-n", "5", timeout=60)
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout.startswith("triggerer-0 | ")
+
+
 def test_down_hibernates_in_order_and_leaves_no_process(local_env: LocalEnv, first_up: object) -> None:
     # GIVEN every process of the environment: the supervisor, everything below it (task and
     # parsing processes move to their own process groups), the service groups, marked ones
@@ -347,6 +368,9 @@ def test_down_hibernates_in_order_and_leaves_no_process(local_env: LocalEnv, fir
     assert alive == []
     assert all(proc.group_members(leader) == [] for leader in leaders)
     assert proc.marked_processes(STATE_MARKER_ENV, str(local_env.state)) == []
+    # AND the api-server stopped on SIGTERM within the grace period (no SIGKILL)
+    supervisor_log = (local_env.state / "logs" / "supervisor.log").read_text()
+    assert not re.search(r"api-server\[0\] pid \d+ still running .* SIGKILL", supervisor_log), supervisor_log
     # AND status says so, with every desired count at 0
     rows = local_env.status()
     assert all(row["desired"] == "0" and row["running"] == "0" for row in rows.values()), rows

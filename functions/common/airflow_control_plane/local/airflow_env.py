@@ -62,6 +62,10 @@ class AirflowEnvInputs:
     # None: the default LocalDagBundle on dags_folder (folder mode).
     dag_bundle_target: Path | None = None
     dag_bundle_refresh_s: int = 10
+    # uvicorn's graceful-shutdown and keep-alive timeouts are Airflow's [api] worker_timeout
+    # (default 120 s): on SIGTERM the api-server waited for idle keep-alive connections far
+    # past the supervisor's grace and was SIGKILLed at every `down`. Kept below the grace.
+    api_shutdown_timeout_s: int = 15
 
     @property
     def api_base_url(self) -> str:
@@ -106,6 +110,7 @@ def airflow_environment(inputs: AirflowEnvInputs) -> dict[str, str]:
         "AIRFLOW__API__HOST": inputs.api_host,
         "AIRFLOW__API__PORT": str(inputs.api_port),
         "AIRFLOW__API__WORKERS": str(inputs.api_workers),
+        "AIRFLOW__API__WORKER_TIMEOUT": str(inputs.api_shutdown_timeout_s),
         "AIRFLOW__API__BASE_URL": inputs.api_base_url,
         "AIRFLOW__API_AUTH__JWT_SECRET": inputs.keys.jwt_secret,
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(inputs.airflow_home / "logs"),

@@ -131,6 +131,7 @@ class BringUp:
             api_workers=s.api_workers,
             worker_concurrency=s.worker_concurrency,
             state_dir=s.paths.root,
+            api_shutdown_timeout_s=max(5, s.stop_grace_s - 5),
         )
         self.base_url = inputs.api_base_url
         self.env = process_environment(self.base_env, airflow_environment(inputs))
