@@ -37,6 +37,7 @@ $(UV): .ci/uv-requirements.txt
 # modules at each start (measured: 6.9 s of a 12.6 s `airflow db migrate`).
 $(RUNTIME_VENV)/.installed: $(UV) airflow_image/requirements.txt functions/common/local-requirements.txt pyproject.toml
 	[ -x $(RUNTIME_VENV)/bin/python ] || $(UV) venv --quiet --python $(PYTHON) $(RUNTIME_VENV)
+	@echo "installing Airflow and its providers into $(RUNTIME_VENV) from the lock (first run: a few minutes; later runs reuse it)"
 	$(UV) pip sync --quiet --compile-bytecode --python $(RUNTIME_VENV)/bin/python --require-hashes \
 		airflow_image/requirements.txt functions/common/local-requirements.txt
 	$(UV) pip install --quiet --python $(RUNTIME_VENV)/bin/python --no-deps --no-build-isolation -e .
@@ -89,6 +90,10 @@ image: ## Build the Airflow image (context: the repository root, see airflow_ima
 bench-up: $(RUNTIME_VENV)/.installed ## Time `airflow standalone` vs `afctl up` to healthy, per step (fresh DBs)
 	$(AFCTL) bench-up --rounds 3
 
+.PHONY: bench-cli
+bench-cli: $(RUNTIME_VENV)/.installed ## Time `afctl --help` and one `afctl up` (fresh state), naming the dominant step
+	$(RUNTIME_VENV)/bin/python -m airflow_control_plane.local.bench_cli
+
 .PHONY: bench-dagsync
 bench-dagsync: $(RUNTIME_VENV)/.installed ## DAG sync figures on a 2,000-file repo vs a naive clone+copy (file:// and HTTP)
 	$(AFCTL) bench-dagsync
@@ -111,7 +116,7 @@ bench-sfn: $(DEV_VENV)/.installed ## State transitions per bring-up/hibernate ex
 	$(DEV_PY) -m tests.statemachines.bench_transitions
 
 .PHONY: bench
-bench: bench-up bench-dagsync bench-scaling bench-wakeup bench-sfn ## Every figure the issues name (several minutes)
+bench: bench-cli bench-up bench-dagsync bench-scaling bench-wakeup bench-sfn ## Every figure the issues name (several minutes)
 
 # --- the gate ----------------------------------------------------------------------------------
 .PHONY: lint

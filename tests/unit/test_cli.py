@@ -92,3 +92,25 @@ def test_control_plane_errors_become_one_line_and_exit_code_2() -> None:
     assert result.exit_code == 2
     assert "error: ref 'mian' does not exist" in result.output
     assert "Traceback" not in result.output
+
+
+def test_up_help_lists_its_options_and_variables() -> None:
+    result = CliRunner().invoke(cli, ["up", "--help"])
+    assert result.exit_code == 0
+    for name in (
+        "--join",
+        "AFCTL_DATABASE_URL",
+        "AFCTL_REDIS_URL",
+        "AFCTL_JOIN",
+        "AFCTL_API_PORT",
+        "AIRFLOW__",
+    ):
+        assert name in result.output, name
+
+
+def test_scale_help_shows_the_queue_map_shape_and_no_apply() -> None:
+    result = CliRunner().invoke(cli, ["scale", "--help"])
+    assert result.exit_code == 0
+    assert '"queue": "default", "service": "worker-default"' in " ".join(result.output.split())
+    assert "--apply" not in result.output
+    assert "--dry-run" not in result.output  # always a dry run: not an option to learn
