@@ -390,7 +390,7 @@ class BringUp:
             fail_if_crash_looping(ecs, CORE_SERVICES, self.settings.paths.logs)
             return fetch_health(self.base_url)
 
-        return wait_until_healthy(fetch, self.settings.health_timeout_s).reason
+        return wait_until_healthy(fetch, self.settings.health_timeout_s, progress=self.echo).reason
 
     def start_workers(self) -> str:
         count = local_autoscaler.initial_workers(self._ecs(), self.settings)  # never below what runs
