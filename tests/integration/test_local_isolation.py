@@ -20,6 +20,7 @@ from airflow_control_plane.errors import ConfigError
 from airflow_control_plane.local import lease
 from airflow_control_plane.local.backing import PostgresTarget, RedisTarget
 from airflow_control_plane.local.bringup import BringUp
+from airflow_control_plane.local.reset import apply_reset, plan_reset
 from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.settings import LocalSettings
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, REDIS_HOST, REDIS_PORT, PostgresDatabase, RedisDatabase
@@ -91,6 +92,15 @@ def test_two_checkouts_side_by_side_get_their_own_database_and_redis_db(
     again = _validate(_env(first))
     assert again.target == a.target
     assert RuntimeState.load(again.settings.paths).redis_url == state_a.redis_url
+    # WHEN the first hibernates (its Redis marker is let go) and is then reset
+    redis_a = RedisTarget.parse(state_a.redis_url)
+    lease.release_redis_marker(redis_a, str(first.resolve()))
+    apply_reset(plan_reset(a.settings.paths))
+    # THEN its database, its db number's claim and its state folder are gone; the second's stay
+    assert lease.read_redis_claim(redis_a) is None
+    assert lease.read_redis_claim(RedisTarget.parse(state_b.redis_url)) == str(second.resolve())
+    assert not first.exists()
+    assert lease.read_database_lease(b.target)[0] == str(second.resolve())
 
 
 def test_a_shared_database_is_refused_and_joined_only_when_asked(

@@ -198,6 +198,12 @@ def write_redis_lease(target: RedisTarget, owner: str) -> str:
     return read_redis_lease(target) or ""
 
 
+def read_redis_claim(target: RedisTarget) -> str | None:
+    """Who claimed this db number in db 0 (set only for numbers chosen by default)."""
+    value = _client(target, 0).get(f"{REDIS_CLAIM_PREFIX}{target.db}")
+    return None if value is None else bytes(value).decode()
+
+
 def release_redis_marker(target: RedisTarget, owner: str) -> None:
     """Let go of the db's marker (the db number stays claimed for this state folder)."""
     if read_redis_lease(target) == owner:

@@ -69,10 +69,12 @@ def plan_reset(paths: StatePaths) -> ResetPlan:
         target_r = backing.RedisTarget.parse(state.redis_url)
         try:
             owner_r = lease.read_redis_lease(target_r)
+            claim = lease.read_redis_claim(target_r)
         except Exception as exc:
-            owner_r = None
+            owner_r = claim = None
             notes.append(f"Redis db {target_r.db}: not reachable ({exc})")
-        if owner_r == me:
+        # Ours: its marker, or (after `down` let the marker go) the db number's claim.
+        if owner_r == me or (owner_r is None and claim == me):
             redis = target_r
         elif owner_r is not None:
             notes.append(f"Redis db {target_r.db}: leased to the environment in {owner_r}")
