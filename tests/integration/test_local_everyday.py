@@ -6,6 +6,7 @@ test_local_runtime.py against running services.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -146,3 +147,48 @@ def test_parse_reports_a_broken_dag_with_file_and_line(
     out = _afctl(airflow_runtime, _env(tmp_path / "s"), "parse", str(folder))
     assert out.returncode == 1, out.stdout + out.stderr
     assert "broken.py:1" in out.stdout
+
+
+def test_up_applies_connections_variables_and_pools_from_the_settings_folder(
+    airflow_runtime: AirflowRuntime,
+    tmp_path: Path,
+    migrated_database_factory: Callable[[str], PostgresDatabase],
+    redis_database: RedisDatabase,
+) -> None:
+    # GIVEN a settings folder in Airflow's own import formats
+    folder = tmp_path / "airflow_settings"
+    folder.mkdir()
+    (folder / "connections.json").write_text(
+        json.dumps({"my_pg": {"conn_type": "postgres", "host": "db.example.org", "port": 5432}})
+    )
+    (folder / "variables.json").write_text(json.dumps({"greeting": "hello"}))
+    (folder / "pools.json").write_text(
+        json.dumps({"etl": {"slots": 3, "description": "etl", "include_deferred": False}})
+    )
+    database = migrated_database_factory("settings")
+    env = _env(
+        tmp_path / "state",
+        AFCTL_DATABASE_URL=database.dsn,
+        AFCTL_REDIS_URL=redis_database.url,
+        AFCTL_SETTINGS_DIR=str(folder),
+        AFCTL_JOIN="1",  # the cloned schema was made by the test, not by this state folder
+        AFCTL_AIRFLOW_BIN=str(airflow_runtime.airflow),
+    )
+    # WHEN the bring-up's one-off steps run (no service is started)
+    bringup = BringUp(LocalSettings.from_env(env), lambda _line: None, base_env=env)
+    try:
+        bringup.validate_input()
+        bringup.migrate_database()
+        note = bringup.create_admin_user()
+    finally:
+        if bringup.warm_cli is not None:
+            bringup.warm_cli.close()
+    # THEN the three files were applied and the step says so
+    assert "applied connections.json, variables.json, pools.json" in note
+    conn = database.connect()
+    try:
+        assert conn.run("SELECT host FROM connection WHERE conn_id = 'my_pg'") == [["db.example.org"]]
+        assert conn.run("SELECT count(*) FROM variable WHERE key = 'greeting'") == [[1]]
+        assert conn.run("SELECT slots FROM slot_pool WHERE pool = 'etl'") == [[3]]
+    finally:
+        conn.close()

@@ -32,6 +32,8 @@ Everything is optional; the defaults need only PostgreSQL and Redis on 127.0.0.1
   AFCTL_WORKER_CONCURRENCY                                        workers
   AFCTL_HEALTH_TIMEOUT, AFCTL_STEADY_TIMEOUT, AFCTL_MIGRATE_TIMEOUT, AFCTL_STOP_GRACE,
   AFCTL_DRAIN_TIMEOUT                                             waits, in seconds
+  AFCTL_SETTINGS_DIR    connections/variables/pools files applied at each up
+                        (default: airflow_settings/ of this checkout)
   AIRFLOW__SECTION__KEY your own Airflow settings, passed to every component (except the
                         ones the runtime must own: executor, keys, database, broker, API)
 

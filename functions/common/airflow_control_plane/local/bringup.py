@@ -54,6 +54,7 @@ from airflow_control_plane.local.secrets_store import (
     store_credentials,
 )
 from airflow_control_plane.local.settings import LocalSettings
+from airflow_control_plane.local.settings_files import import_commands, settings_dir
 from airflow_control_plane.local.step_report import StepReporter
 from airflow_control_plane.local.supervisor import dump_spec
 from airflow_control_plane.local.sync_record import record_sync, uncommitted_warning
@@ -318,12 +319,12 @@ class BringUp:
             return (
                 f"skipped: joined another environment's database; its user {s.admin_username!r} and "
                 "password are kept (see that environment's credentials.json)"
-            )
+            ) + self._apply_settings_files()
         decision = decide_admin(
             stored is not None and stored.username == s.admin_username, exists, s.admin_username
         )
         if not decision.run:
-            return f"skipped: {decision.reason}"
+            return f"skipped: {decision.reason}" + self._apply_settings_files()
         credentials = new_admin_credentials(s.admin_username)
         # Store first: a crash after creating the user must not lose the only copy of the password.
         store_credentials(s.paths.credentials, credentials)
@@ -343,7 +344,22 @@ class BringUp:
                 f"{result.output.strip()[-400:]} (log: {result.log_path})"
             )
         self.new_credentials = credentials
-        return decision.reason
+        return decision.reason + self._apply_settings_files()
+
+    def _apply_settings_files(self) -> str:
+        """Connections, variables and pools from the settings folder (local/settings_files.py)."""
+        folder = settings_dir(self.base_env)
+        commands = import_commands(folder)
+        for argv in commands:
+            result = self._airflow(argv, f"settings-{argv[0]}.log")
+            if result.exit_code != 0:
+                raise ConfigError(
+                    f"`airflow {' '.join(argv[:2])} {argv[2]}` failed with exit code {result.exit_code}: "
+                    f"{result.output.strip()[-400:]} (log: {result.log_path}); fix the file, then `afctl up`"
+                )
+        if not commands:
+            return ""
+        return f"; applied {', '.join(Path(a[2]).name for a in commands)} from {folder}"
 
     def _airflow(self, argv: list[str], log_name: str, stdin_text: str = "") -> JobResult:
         """Run a one-off ``airflow`` command: in a fork of the pre-imported CLI when the runtime
