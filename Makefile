@@ -37,6 +37,7 @@ $(UV): .ci/uv-requirements.txt
 # modules at each start (measured: 6.9 s of a 12.6 s `airflow db migrate`).
 $(RUNTIME_VENV)/.installed: $(UV) airflow_image/requirements.txt functions/common/local-requirements.txt pyproject.toml
 	[ -x $(RUNTIME_VENV)/bin/python ] || $(UV) venv --quiet --python $(PYTHON) $(RUNTIME_VENV)
+	@echo "installing Airflow and its providers into $(RUNTIME_VENV) from the lock (first run: a few minutes; later runs reuse it)"
 	$(UV) pip sync --quiet --compile-bytecode --python $(RUNTIME_VENV)/bin/python --require-hashes \
 		airflow_image/requirements.txt functions/common/local-requirements.txt
 	$(UV) pip install --quiet --python $(RUNTIME_VENV)/bin/python --no-deps --no-build-isolation -e .
@@ -98,6 +99,10 @@ containers-test: venvs ## Build the image and run the template's task definition
 bench-up: $(RUNTIME_VENV)/.installed ## Time `airflow standalone` vs `afctl up` to healthy, per step (fresh DBs)
 	$(AFCTL) bench-up --rounds 3
 
+.PHONY: bench-cli
+bench-cli: $(RUNTIME_VENV)/.installed ## Time `afctl --help` and one `afctl up` (fresh state), naming the dominant step
+	$(RUNTIME_VENV)/bin/python -m airflow_control_plane.local.bench_cli
+
 .PHONY: bench-dagsync
 bench-dagsync: $(RUNTIME_VENV)/.installed ## DAG sync at 2,000/20,000/100,000 files vs a naive clone+copy (several minutes)
 	$(AFCTL) bench-dagsync --sizes 2000,20000,100000
@@ -142,7 +147,7 @@ bench-image: ## Image cold build (no layer cache) and cached rebuild time (Docke
 	IMAGE=$(IMAGE) .ci/bench-image.sh
 
 .PHONY: bench
-bench: bench-image bench-up bench-dagsync bench-visible bench-scaling bench-wakeup bench-sfn bench-fuzz ## Every figure the issues name (several minutes)
+bench: bench-image bench-cli bench-up bench-dagsync bench-visible bench-scaling bench-wakeup bench-sfn bench-fuzz ## Every figure the issues name (several minutes)
 
 # --- the gate ----------------------------------------------------------------------------------
 .PHONY: lint

@@ -184,6 +184,8 @@ def redis_database() -> Iterator[RedisDatabase]:
         pytest.fail(f"cannot reach Redis at {REDIS_HOST}:{REDIS_PORT}: {exc}")
     token = secrets.token_hex(8)
     for number in range(1, 16):
+        if control.exists(f"afctl:redis-db:{number}"):
+            continue  # a local environment's broker (airflow_control_plane.local.lease)
         if control.set(f"acp-test-claim:{number}", token, nx=True, ex=_REDIS_CLAIM_TTL_S):
             break
     else:

@@ -24,7 +24,9 @@ from tests.conftest import AirflowRuntime, PostgresDatabase
 
 pytestmark = pytest.mark.integration
 
-EXPECTED_DAG_IDS = ["even_odd", "fanout", "long_running"]
+# The samples must be there; a DAG a user adds to dags/ is checked by the same rules, never
+# refused for being new.
+SAMPLE_DAG_IDS = {"even_odd", "fanout", "long_running"}
 ECS_SETTINGS = {
     "SAMPLE_DAGS_RUN_ON_ECS": "true",
     "SAMPLE_DAGS_ECS_CLUSTER": "airflow",
@@ -78,12 +80,17 @@ def test_sample_dags_import_cleanly_and_follow_the_house_rules(
     # GIVEN the repository's dags/ folder and no sample-DAG settings (the local default)
     # WHEN the integrity check loads it with real Airflow
     run = _afctl_check(airflow_runtime, repo_root / "dags", _clean_env(), "--json", "--strict")
-    # THEN every file imports, exactly the expected DAGs are found, and each passes review
+    # THEN every file imports, the samples are among the DAGs found, and each passes review
     assert run.returncode == 0, run.stdout + run.stderr
     report = run.report
     assert report["ok"] is True
     assert report["import_errors"] == []
-    assert report["dag_ids"] == EXPECTED_DAG_IDS
+    assert set(report["dag_ids"]) >= SAMPLE_DAG_IDS
+    # AND every Python file of dags/ that defines a DAG produced at least one (none vanished)
+    dag_files = {d["file"] for d in report["dags"]}
+    for path in (repo_root / "dags").glob("*.py"):
+        if "DAG(" in path.read_text() or "@dag" in path.read_text():
+            assert path.name in dag_files, f"{path.name} defines a DAG but none was loaded"
     for dag in report["dags"]:
         assert dag["owner"] not in ("", "airflow"), dag
         assert dag["min_retries"] >= 1, dag
@@ -107,7 +114,7 @@ def test_ecs_switch_runs_the_picks_as_fargate_tasks(airflow_runtime: AirflowRunt
     # THEN even_odd still imports, now with its two picks as EcsRunTaskOperator tasks
     assert run.returncode == 0, run.stdout + run.stderr
     report = run.report
-    assert report["dag_ids"] == EXPECTED_DAG_IDS
+    assert set(report["dag_ids"]) >= SAMPLE_DAG_IDS
     even_odd = next(d for d in report["dags"] if d["dag_id"] == "even_odd")
     assert "EcsRunTaskOperator" in even_odd["operators"]
     assert even_odd["task_count"] == 4
@@ -162,7 +169,7 @@ def test_a_dag_file_with_an_import_error_fails_the_check_and_is_named(
     assert "module_that_does_not_exist_anywhere" in report["import_errors"][0]["message"]
     assert "broken_dag.py:3" in human.stdout
     # AND the good DAGs are still reported
-    assert report["dag_ids"] == EXPECTED_DAG_IDS
+    assert set(report["dag_ids"]) >= SAMPLE_DAG_IDS
 
 
 def test_check_without_airflow_is_a_config_error(repo_root: Path) -> None:

@@ -80,6 +80,14 @@ class LocalEnv:
         return f"http://127.0.0.1:{port}"
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -250,6 +258,50 @@ def test_up_twice_is_safe_and_skips_the_one_off_jobs(local_env: LocalEnv, first_
     assert {k: v["pids"] for k, v in local_env.status().items()} == {k: v["pids"] for k, v in before.items()}
 
 
+def test_a_port_change_on_the_running_environment_is_refused_and_nothing_recorded(
+    local_env: LocalEnv, first_up: object
+) -> None:
+    # GIVEN a running environment on its recorded port
+    before_state = (local_env.state / "state.json").read_text()
+    old_url = local_env.base_url
+    pids = {k: v["pids"] for k, v in local_env.status().items()}
+    # WHEN `up` runs again asking for another port
+    out = subprocess.run(
+        [str(local_env.afctl), "up"],
+        env={**local_env.env, "AFCTL_API_PORT": str(_free_port())},
+        capture_output=True,
+        text=True,
+        timeout=UP_TIMEOUT_S,
+        check=False,
+    )
+    # THEN it is refused at once, naming the change and how to apply it
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "api_port" in out.stderr
+    assert "afctl down" in out.stderr
+    # AND the state still records the port the api-server uses, which still answers
+    assert (local_env.state / "state.json").read_text() == before_state
+    metadatabase = _health(old_url)["metadatabase"]
+    assert isinstance(metadatabase, dict)
+    assert metadatabase["status"] == "healthy"
+    assert {k: v["pids"] for k, v in local_env.status().items()} == pids
+
+
+def test_a_second_state_folder_on_the_same_database_is_refused_naming_the_owner(
+    local_env: LocalEnv, first_up: object, tmp_path: Path
+) -> None:
+    # GIVEN the running environment's database and Redis, and another state folder
+    other = {**local_env.env, "AFCTL_STATE_DIR": str(tmp_path / "other"), "AFCTL_DAGS_SOURCE": "folder"}
+    # WHEN that second environment is brought up without asking to join
+    out = subprocess.run(
+        [str(local_env.afctl), "up"], env=other, capture_output=True, text=True, timeout=120, check=False
+    )
+    # THEN it refuses before starting anything, naming the owner and the way to join
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert str(local_env.state) in out.stderr
+    assert "AFCTL_JOIN=1" in out.stderr
+    assert not (tmp_path / "other" / "run" / "supervisor.pid").exists()
+
+
 def test_a_killed_scheduler_is_restarted(local_env: LocalEnv, first_up: object) -> None:
     # GIVEN the scheduler's process
     old_pid = int(local_env.status()["scheduler"]["pids"])
@@ -269,6 +321,27 @@ def test_a_killed_scheduler_is_restarted(local_env: LocalEnv, first_up: object) 
         return isinstance(entry, dict) and entry["status"] == "healthy"
 
     _wait_for(scheduler_healthy, 180, "the restarted scheduler to heartbeat")
+
+
+def test_restart_replaces_one_services_processes_and_leaves_the_others(
+    local_env: LocalEnv, first_up: object
+) -> None:
+    # GIVEN the running services' processes
+    before = {k: v["pids"] for k, v in local_env.status().items()}
+    # WHEN the triggerer is restarted
+    out = local_env.run("restart", "triggerer", timeout=240)
+    # THEN it runs again with a new process, and no other service was touched
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "triggerer: restarted" in out.stdout
+    after = {k: v["pids"] for k, v in local_env.status().items()}
+    assert after["triggerer"] not in ("-", before["triggerer"])
+    assert {k: v for k, v in after.items() if k != "triggerer"} == {
+        k: v for k, v in before.items() if k != "triggerer"
+    }
+    # AND its log is readable through `afctl logs`
+    logs = local_env.run("logs", "triggerer", "-n", "5", timeout=60)
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout.startswith("triggerer-0 | ")
 
 
 def test_down_hibernates_in_order_and_leaves_no_process(local_env: LocalEnv, first_up: object) -> None:
@@ -295,6 +368,9 @@ def test_down_hibernates_in_order_and_leaves_no_process(local_env: LocalEnv, fir
     assert alive == []
     assert all(proc.group_members(leader) == [] for leader in leaders)
     assert proc.marked_processes(STATE_MARKER_ENV, str(local_env.state)) == []
+    # AND the api-server stopped on SIGTERM within the grace period (no SIGKILL)
+    supervisor_log = (local_env.state / "logs" / "supervisor.log").read_text()
+    assert not re.search(r"api-server\[0\] pid \d+ still running .* SIGKILL", supervisor_log), supervisor_log
     # AND status says so, with every desired count at 0
     rows = local_env.status()
     assert all(row["desired"] == "0" and row["running"] == "0" for row in rows.values()), rows

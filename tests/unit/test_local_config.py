@@ -14,6 +14,7 @@ from airflow_control_plane.local.airflow_env import (
     AirflowEnvInputs,
     airflow_environment,
     process_environment,
+    refused_airflow_settings,
     service_specs,
 )
 from airflow_control_plane.local.backing import PostgresTarget, RedisTarget, choose_postgres, choose_redis
@@ -82,15 +83,38 @@ def test_a_wildcard_bind_address_still_gives_workers_a_reachable_url(tmp_path: P
     )
 
 
-def test_stray_airflow_settings_of_the_shell_do_not_reach_the_components(tmp_path: Path) -> None:
-    # GIVEN an operator shell with an Airflow setting exported
+def test_owned_airflow_settings_of_the_shell_are_ignored_and_named(tmp_path: Path) -> None:
+    # GIVEN an operator shell exporting settings the components must agree on
     base = {"PATH": "/usr/bin", "AIRFLOW__CORE__EXECUTOR": "SequentialExecutor", "AIRFLOW_HOME": "/elsewhere"}
     # WHEN the process environment is built
     env = process_environment(base, airflow_environment(_inputs(tmp_path)))
-    # THEN ours win and nothing else of Airflow's leaks in
+    # THEN ours win, and the refused one is named for a warning
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert env["AIRFLOW_HOME"] == str(tmp_path / "airflow")
     assert env["PATH"] == "/usr/bin"
+    assert refused_airflow_settings(base) == ["AIRFLOW__CORE__EXECUTOR"]
+
+
+def test_a_users_own_airflow_settings_reach_every_component_and_win_over_defaults(tmp_path: Path) -> None:
+    # GIVEN a provider setting and an override of one of our defaults in the operator's shell
+    base = {
+        "AIRFLOW__SMTP__SMTP_HOST": "mail.example.org",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "True",
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "90",
+    }
+    # WHEN the process environment is built
+    env = process_environment(base, airflow_environment(_inputs(tmp_path)))
+    # THEN all three are passed through (none is one the runtime owns)
+    assert env["AIRFLOW__SMTP__SMTP_HOST"] == "mail.example.org"
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "True"
+    assert env["AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT"] == "90"
+    assert refused_airflow_settings(base) == []
+
+
+def test_workers_wait_for_a_slow_execution_api_instead_of_losing_an_attempt(tmp_path: Path) -> None:
+    # GIVEN the default local environment / WHEN built / THEN the execution API timeout is raised
+    env = airflow_environment(_inputs(tmp_path))
+    assert float(env["AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT"]) >= 30
 
 
 def test_service_specs_give_each_worker_its_own_hostname_and_log_port() -> None:
@@ -142,8 +166,9 @@ def test_settings_defaults_and_overrides(tmp_path: Path) -> None:
     settings = LocalSettings.from_env({"AFCTL_STATE_DIR": str(tmp_path / "st")})
     # THEN the defaults point at the local servers and the repository's dags/ folder
     assert settings.paths.root == (tmp_path / "st").resolve()
-    assert settings.database_url == "postgresql://postgres@127.0.0.1:5432/airflow_local"
+    assert settings.database_url.startswith("postgresql://postgres@127.0.0.1:5432/airflow_st_")
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert (settings.database_configured, settings.redis_configured, settings.join) == (False, False, False)
     assert settings.dags_folder.name == "dags"
     # AND the autoscaler is on, so idle workers go to zero; without it one worker stays up
     assert settings.autoscale is True

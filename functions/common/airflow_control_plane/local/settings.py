@@ -14,10 +14,18 @@ from pathlib import Path
 
 from airflow_control_plane.config import optional_bool, optional_int, optional_str
 from airflow_control_plane.errors import ConfigError
+from airflow_control_plane.local.lease import JOIN_ENV, default_database_name
 from airflow_control_plane.local.paths import StatePaths, repo_root
 
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/airflow_local"
+DEFAULT_POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"
+# Without AFCTL_REDIS_URL the db number is claimed per state folder at the first `up`
+# (local/lease.py) and kept in state.json; this URL names only the server.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def default_database_url(root: Path) -> str:
+    """The local server, with a database name of this state folder's own."""
+    return f"{DEFAULT_POSTGRES_SERVER}/{default_database_name(root)}"
 
 
 def default_airflow_bin() -> str:
@@ -51,6 +59,12 @@ class LocalSettings:
     workers_max: int = 3
     autoscale_interval_s: int = 5
     autoscale_idle_s: int = 60
+    # Set when the operator chose the URL (AFCTL_DATABASE_URL / AFCTL_REDIS_URL): then the
+    # embedded fallback never applies and a default name or db number is never derived.
+    database_configured: bool = False
+    redis_configured: bool = False
+    # Use a database / Redis db another local environment leases (AFCTL_JOIN, up --join).
+    join: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LocalSettings:
@@ -60,9 +74,10 @@ class LocalSettings:
         autoscale = optional_bool("AFCTL_AUTOSCALE", True, source)
         if port > 65535:
             raise ConfigError(f"environment variable AFCTL_API_PORT must be <= 65535, got {port}")
+        paths = StatePaths.from_env(source)
         return cls(
-            paths=StatePaths.from_env(source),
-            database_url=optional_str("AFCTL_DATABASE_URL", DEFAULT_DATABASE_URL, source),
+            paths=paths,
+            database_url=optional_str("AFCTL_DATABASE_URL", default_database_url(paths.root), source),
             redis_url=optional_str("AFCTL_REDIS_URL", DEFAULT_REDIS_URL, source),
             dags_folder=dags.resolve(),
             airflow_bin=optional_str("AFCTL_AIRFLOW_BIN", default_airflow_bin(), source),
@@ -82,4 +97,7 @@ class LocalSettings:
             workers_max=optional_int("AFCTL_WORKERS_MAX", 3, source, minimum=1),
             autoscale_interval_s=optional_int("AFCTL_AUTOSCALE_INTERVAL", 5, source, minimum=1),
             autoscale_idle_s=optional_int("AFCTL_AUTOSCALE_IDLE_SECONDS", 60, source, minimum=0),
+            database_configured=bool(source.get("AFCTL_DATABASE_URL", "").strip()),
+            redis_configured=bool(source.get("AFCTL_REDIS_URL", "").strip()),
+            join=optional_bool(JOIN_ENV, False, source),
         )

@@ -2,16 +2,43 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+from airflow_control_plane.errors import ControlPlaneError
 from airflow_control_plane.local.airflow_env import ALL_SERVICES
 from airflow_control_plane.local.autoscaler import read_decisions
+from airflow_control_plane.local.dag_source import live_release, select_dag_source
 from airflow_control_plane.local.ecs import LocalEcs
 from airflow_control_plane.local.files import read_json
 from airflow_control_plane.local.health import HealthVerdict, evaluate_health, fetch_health
 from airflow_control_plane.local.protocol import ServiceState
 from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.settings import LocalSettings
+from airflow_control_plane.local.sync_record import read_sync_record
+
+
+def _without_password(url: str | None) -> str | None:
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _dags(settings: LocalSettings) -> tuple[str, str | None]:
+    """(where DAGs come from, the live release); never fails the status."""
+    try:
+        source = select_dag_source(
+            os.environ, default_folder=settings.dags_folder, state_root=settings.paths.root
+        )
+        return source.reason, live_release(source)
+    except ControlPlaneError as exc:
+        return f"unknown ({exc})", None
 
 
 @dataclass(frozen=True)
@@ -21,6 +48,33 @@ class StatusReport:
     base_url: str | None
     health: HealthVerdict | None
     last_scaling: dict[str, object] | None = None  # the autoscaler's last logged decision
+    dag_source: str = ""  # where DAGs come from (git sync or a folder)
+    live_release: str | None = None  # the release Airflow reads (git mode)
+    last_sync: dict[str, Any] | None = None
+    last_refused_sync: dict[str, Any] | None = None
+    database: str | None = None
+    broker: str | None = None
+    components: dict[str, str] | None = None  # each component's status in the health document
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (``afctl status --json``)."""
+        data = asdict(self)
+        data["services"] = [
+            {
+                "name": s.name,
+                "desired": s.desired,
+                "running": s.running,
+                "steady": s.steady,
+                "restarts": s.restarts,
+                "pids": list(s.pids),
+                "last_exit_code": s.last_exit_code,
+            }
+            for s in self.services
+        ]
+        data["health"] = (
+            None if self.health is None else {"healthy": self.health.healthy, "reason": self.health.reason}
+        )
+        return data
 
 
 def collect_status(settings: LocalSettings) -> StatusReport:
@@ -28,17 +82,32 @@ def collect_status(settings: LocalSettings) -> StatusReport:
     ecs = LocalEcs(paths)
     state = RuntimeState.load(paths) if paths.root.is_dir() else RuntimeState()
     base_url = f"http://{settings.api_host}:{state.api_port}" if state.api_port else None
+    source, release = _dags(settings)
+    record = read_sync_record(paths)
+    extra: dict[str, Any] = {
+        "dag_source": source,
+        "live_release": release,
+        "last_sync": record.get("last"),
+        "last_refused_sync": record.get("last_refused"),
+        "database": _without_password(state.database_url),
+        "broker": _without_password(state.redis_url),
+    }
     if not ecs.is_running():
         desired = read_json(paths.desired_counts) or {}
         services = tuple(
             ServiceState(n, int(desired.get(n, 0)), 0, 0, (), 0, None, int(desired.get(n, 0)) == 0)
             for n in ALL_SERVICES
         )
-        return StatusReport(False, services, base_url, None)
+        return StatusReport(False, services, base_url, None, **extra)
     services = tuple(ecs.describe())
-    health = evaluate_health(fetch_health(base_url)) if base_url else None
+    payload = fetch_health(base_url) if base_url else None
+    health = evaluate_health(payload) if base_url else None
+    if isinstance(payload, dict):
+        extra["components"] = {
+            str(name): str(entry.get("status")) for name, entry in payload.items() if isinstance(entry, dict)
+        }
     last = read_decisions(paths, last=1)
-    return StatusReport(True, services, base_url, health, last[-1] if last else None)
+    return StatusReport(True, services, base_url, health, last[-1] if last else None, **extra)
 
 
 def render_status(report: StatusReport) -> list[str]:
@@ -54,6 +123,18 @@ def render_status(report: StatusReport) -> list[str]:
     elif report.health is not None:
         word = "healthy" if report.health.healthy else "unhealthy"
         lines.append(f"health: {word} ({report.health.reason}) at {report.base_url}")
+    if report.components:
+        lines.extend(f"  {name}: {status}" for name, status in sorted(report.components.items()))
+    lines.append(f"dags: {report.dag_source}")
+    lines.append(f"  live release: {report.live_release or 'none'}")
+    if report.last_sync:
+        d = report.last_sync
+        lines.append(f"  last sync at {d.get('at')}: {d.get('action')} ({d.get('reason')})")
+    if report.last_refused_sync and report.last_refused_sync != report.last_sync:
+        d = report.last_refused_sync
+        lines.append(f"  last refused sync at {d.get('at')}: {d.get('action')} ({d.get('reason')})")
+    if report.database:
+        lines.append(f"database: {report.database}; broker: {report.broker}")
     if report.supervisor_running and report.last_scaling is not None:
         d = report.last_scaling
         lines.append(
