@@ -21,6 +21,7 @@ removed from the environment of every process this entrypoint starts.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -57,6 +58,7 @@ DEFAULT_MIGRATION_WAIT_TIMEOUT_S = 300  # the migrate job runs first; 5 min abso
 DEFAULT_API_PORT = 8080
 DEFAULT_ROLE_FILE = "/tmp/airflow-container-role"  # noqa: S108 - container-local, written by us only
 HEALTHCHECK_TIMEOUT_S = 60.0
+TASK_ID_ENV = "ECS_TASK_ID"  # set by main() from the ECS task metadata (or by hand)
 HTTP_HEALTH_TIMEOUT_S = 10.0
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -143,7 +145,7 @@ def plan(role: str, args: Sequence[str], env: Mapping[str, str]) -> Plan:
 def _plan_long_running(role: str, args: Sequence[str], env: Mapping[str, str]) -> Plan:
     warnings: tuple[str, ...] = ()
     if role == "celery-worker":
-        exec_argv = ("airflow", "celery", "worker", *_worker_queue_args(args, env))
+        exec_argv = ("airflow", "celery", "worker", *_worker_queue_args(args, env), *_worker_name_args(env))
         if env.get("DUMB_INIT_SETSID") != "0":
             warnings = (
                 "DUMB_INIT_SETSID is not 0: under dumb-init SIGTERM would reach the task processes "
@@ -170,6 +172,38 @@ def _plan_long_running(role: str, args: Sequence[str], env: Mapping[str, str]) -
         role_file=_role_file(env),
         warnings=warnings,
     )
+
+
+def worker_node(env: Mapping[str, str]) -> str:
+    """The worker's Celery node name. On ECS ``worker-<task id>@<host>`` (ECS_TASK_ID, read
+    from the task metadata by ``main``), so the autoscaler maps a worker to the ECS task whose
+    scale-in protection it releases after draining it; elsewhere Celery's own celery@<host>."""
+    task_id = env.get(TASK_ID_ENV, "").strip()
+    host = env.get("HOSTNAME", "").strip()
+    return f"worker-{task_id}@{host}" if task_id else f"celery@{host}"
+
+
+def _worker_name_args(env: Mapping[str, str]) -> tuple[str, ...]:
+    task_id = env.get(TASK_ID_ENV, "").strip()
+    if not task_id:
+        return ()
+    if not re.fullmatch(r"[A-Za-z0-9-]+", task_id):
+        raise PlanError(f"{TASK_ID_ENV} must be an ECS task id, got {task_id!r}")
+    return ("--celery-hostname", f"worker-{task_id}@%h")
+
+
+def ecs_task_id(env: Mapping[str, str], *, timeout_s: float = 2.0) -> str | None:
+    """The ECS task id from the task metadata endpoint v4 (``$ECS_CONTAINER_METADATA_URI_V4/task``
+    answers ``{"TaskARN": "arn:aws:ecs:...:task/<cluster>/<id>", ...}``); None outside ECS."""
+    base = env.get("ECS_CONTAINER_METADATA_URI_V4", "").strip()
+    if not base.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(base.rstrip("/") + "/task", timeout=timeout_s) as answer:  # noqa: S310
+            arn = str(json.loads(answer.read()).get("TaskARN", ""))
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+    return arn.rsplit("/", 1)[-1] or None
 
 
 def _worker_queue_args(args: Sequence[str], env: Mapping[str, str]) -> tuple[str, ...]:
@@ -263,9 +297,10 @@ def _plan_healthcheck(args: Sequence[str], env: Mapping[str, str]) -> Plan:
         hostname = env.get("HOSTNAME", "").strip()
         if not hostname:
             raise PlanError("healthcheck celery-worker needs HOSTNAME (the worker is celery@<hostname>)")
-        ping = ("celery", "--app", CELERY_APP, "inspect", "ping", "-d", f"celery@{hostname}")
+        node = worker_node(env)
+        ping = ("celery", "--app", CELERY_APP, "inspect", "ping", "-d", node)
         step = Command(ping, timeout_s=HEALTHCHECK_TIMEOUT_S)
-        reason = f"celery-worker: celery@{hostname} answers a ping through the broker"
+        reason = f"celery-worker: {node} answers a ping through the broker"
     elif target in JOB_TYPES:
         check = ("airflow", "jobs", "check", "--job-type", JOB_TYPES[target], "--local")
         step = Command(check, timeout_s=HEALTHCHECK_TIMEOUT_S)
@@ -467,6 +502,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     role, rest = args[0], args[1:]
     # Celery names a worker celery@<socket.gethostname()>; an exported HOSTNAME need not match it.
     env["HOSTNAME"] = socket.gethostname()
+    if role in ("celery-worker", "healthcheck") and not env.get(TASK_ID_ENV):
+        task_id = ecs_task_id(env)
+        if task_id:
+            env[TASK_ID_ENV] = task_id
     try:
         if role == "healthcheck" and not rest:
             rest = [_recorded_role(env)]
