@@ -20,10 +20,31 @@ ACCOUNT = "123456789012"
 
 
 class TaskProtectionTable:
-    def __init__(self, cluster: str) -> None:
+    """Protection per task id. ``agents`` (task id -> the state of that task's agent stand-in,
+    see test_scaling_protection_agent.py) makes the API and the task's own agent endpoint share
+    one state, as they do in ECS."""
+
+    def __init__(self, cluster: str, agents: dict[str, Any] | None = None) -> None:
         self.cluster = cluster
-        self.enabled: dict[str, bool] = {}  # task id -> protected
+        self.enabled: dict[str, bool] = {}  # task id -> protected (tasks without an agent)
+        self.agents = dict(agents or {})
         self.calls: list[tuple[str, tuple[str, ...], bool | None]] = []
+
+    def is_enabled(self, task_id: str) -> bool:
+        agent = self.agents.get(task_id)
+        if agent is None:
+            return self.enabled.get(task_id, False)
+        with agent.lock:
+            return bool(agent.enabled)
+
+    def set_enabled(self, task_id: str, enabled: bool) -> None:
+        agent = self.agents.get(task_id)
+        if agent is None:
+            self.enabled[task_id] = enabled
+            return
+        with agent.lock:
+            agent.enabled = enabled
+            agent.expires = datetime.now(UTC) + timedelta(hours=2) if enabled else None
 
     def arn(self, task: str) -> str:
         task_id = task.rsplit("/", 1)[-1]
@@ -36,7 +57,7 @@ class TaskProtectionTable:
             task_id = task.rsplit("/", 1)[-1]
             item: dict[str, Any] = {
                 "taskArn": self.arn(task_id),
-                "protectionEnabled": self.enabled.get(task_id, False),
+                "protectionEnabled": self.is_enabled(task_id),
             }
             if item["protectionEnabled"]:
                 item["expirationDate"] = expires
@@ -56,7 +77,7 @@ class TaskProtectionTable:
         enabled = bool(body["protectionEnabled"])
         self.calls.append(("update", tuple(tasks), enabled))
         for task in tasks:
-            self.enabled[task.rsplit("/", 1)[-1]] = enabled
+            self.set_enabled(task.rsplit("/", 1)[-1], enabled)
         return SimpleNamespace(status_code=200), self._answer(tasks)
 
 
@@ -66,8 +87,10 @@ def _body(params: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(raw.decode() if isinstance(raw, bytes) else raw))
 
 
-def emulate_task_protection(client: Any, cluster: str) -> TaskProtectionTable:
-    table = TaskProtectionTable(cluster)
+def emulate_task_protection(
+    client: Any, cluster: str, agents: dict[str, Any] | None = None
+) -> TaskProtectionTable:
+    table = TaskProtectionTable(cluster, agents)
     client.meta.events.register("before-call.ecs.GetTaskProtection", table.get)
     client.meta.events.register("before-call.ecs.UpdateTaskProtection", table.update)
     return table
