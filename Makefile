@@ -95,8 +95,12 @@ bench-dagsync: $(RUNTIME_VENV)/.installed ## DAG sync figures on a 2,000-file re
 	$(AFCTL) bench-dagsync --http
 
 .PHONY: simulate
-simulate: $(RUNTIME_VENV)/.installed ## Replay the shipped weekday trace: policy vs KEDA vs always-on
-	$(AFCTL) simulate
+simulate: $(RUNTIME_VENV)/.installed ## Replay every shipped trace: policy vs KEDA vs always-on vs the lower bound (fails if a bound is missed)
+	$(AFCTL) simulate --check functions/common/airflow_control_plane/scaling/traces/*.csv
+
+.PHONY: bench-scalein
+bench-scalein: $(RUNTIME_VENV)/.installed ## 200 scale-in cycles with real Celery workers: tasks lost to scale-in, worker-hours (~30 min)
+	$(AFCTL) bench-scalein --cycles 200 --idle-seconds 2
 
 .PHONY: bench-scaling
 bench-scaling: $(RUNTIME_VENV)/.installed ## Autoscaler decision latency on 1,000,000 task instances + simulation (~1 min)
@@ -111,7 +115,7 @@ bench-sfn: $(DEV_VENV)/.installed ## State transitions per bring-up/hibernate ex
 	$(DEV_PY) -m tests.statemachines.bench_transitions
 
 .PHONY: bench
-bench: bench-up bench-dagsync bench-scaling bench-wakeup bench-sfn ## Every figure the issues name (several minutes)
+bench: bench-up bench-dagsync bench-scaling bench-scalein bench-wakeup bench-sfn ## Every figure the issues name (several minutes)
 
 # --- the gate ----------------------------------------------------------------------------------
 .PHONY: lint
