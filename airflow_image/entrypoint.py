@@ -411,6 +411,26 @@ def _record_role(p: Plan) -> None:
         _say(f"warning: cannot record the role in {p.role_file} ({exc}); `healthcheck` needs a role argument")
 
 
+def _task_id_file(env: Mapping[str, str]) -> str:
+    return _role_file(env) + ".ecs-task-id"
+
+
+def _record_task_id(env: Mapping[str, str], task_id: str) -> None:
+    try:
+        with open(_task_id_file(env), "w", encoding="utf-8") as handle:
+            handle.write(task_id + "\n")
+    except OSError as exc:
+        _say(f"warning: cannot record the ECS task id ({exc}); the health check reads the metadata again")
+
+
+def _recorded_task_id(env: Mapping[str, str]) -> str | None:
+    try:
+        with open(_task_id_file(env), encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
 def _recorded_role(env: Mapping[str, str]) -> str:
     path = _role_file(env)
     try:
@@ -503,9 +523,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     # Celery names a worker celery@<socket.gethostname()>; an exported HOSTNAME need not match it.
     env["HOSTNAME"] = socket.gethostname()
     if role in ("celery-worker", "healthcheck") and not env.get(TASK_ID_ENV):
-        task_id = ecs_task_id(env)
+        # The health check reads the id the worker started with, so a metadata hiccup can
+        # never make it ping a different node name than the worker's.
+        task_id = _recorded_task_id(env) if role == "healthcheck" else None
+        task_id = task_id or ecs_task_id(env)
         if task_id:
             env[TASK_ID_ENV] = task_id
+            if role == "celery-worker":
+                _record_task_id(env, task_id)
     try:
         if role == "healthcheck" and not rest:
             rest = [_recorded_role(env)]

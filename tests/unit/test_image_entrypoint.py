@@ -434,3 +434,13 @@ def test_healthcheck_without_a_role_uses_the_recorded_one(tmp_path: Path) -> Non
     role_file.write_text("db-migrate\n")
     # WHEN the image health check runs without a role THEN it checks that role (nothing to run)
     assert ep.main(["healthcheck"], base_env(AIRFLOW_IMAGE_ROLE_FILE=str(role_file))) == 0
+
+
+def test_the_health_check_pings_the_node_name_the_worker_started_with(tmp_path: Path) -> None:
+    # GIVEN a worker that recorded its ECS task id at start
+    env = base_env(AIRFLOW_IMAGE_ROLE_FILE=str(tmp_path / "role"))
+    ep._record_task_id(env, "abc123")
+    # WHEN the health check looks for it (the metadata endpoint is not even reachable)
+    # THEN it finds the recorded one; without a record there is none
+    assert ep._recorded_task_id(env) == "abc123"
+    assert ep._recorded_task_id(base_env(AIRFLOW_IMAGE_ROLE_FILE=str(tmp_path / "other"))) is None
