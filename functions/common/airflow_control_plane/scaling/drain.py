@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,7 +36,7 @@ from airflow_control_plane.errors import InvalidInputError, TransientError
 
 WORKER_PREFIX = "worker-"
 DEFAULT_SETTLE_S = 1.0
-DEFAULT_REPLY_TIMEOUT_S = 2.0
+DEFAULT_REPLY_TIMEOUT_S = 1.0
 
 
 def worker_id(hostname: str) -> str:
@@ -199,9 +200,14 @@ class KombuWorkerControl:
         return _replies(raw)
 
     def busy(self, queue: str, hostnames: Sequence[str] | None = None) -> dict[str, int]:
-        active = self._broadcast("active", {}, hostnames)
-        reserved = self._broadcast("reserved", {}, hostnames)
-        consuming = self._broadcast("active_queues", {}, hostnames)
+        # Addressed to every worker, a broadcast waits its whole reply timeout: the three
+        # questions go out at once, each on its own connection.
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="celery-inspect") as pool:
+            asked = [
+                pool.submit(self._broadcast, c, {}, hostnames)
+                for c in ("active", "reserved", "active_queues")
+            ]
+            active, reserved, consuming = (future.result() for future in asked)
         counts: dict[str, int] = {}
         for name, queues in consuming.items():
             names = {q.get("name") for q in queues or [] if isinstance(q, dict)}
