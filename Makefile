@@ -98,6 +98,10 @@ bench-dagsync: $(RUNTIME_VENV)/.installed ## DAG sync figures on a 2,000-file re
 simulate: $(RUNTIME_VENV)/.installed ## Replay every shipped trace: policy vs KEDA vs always-on vs the lower bound (fails if a bound is missed)
 	$(AFCTL) simulate --check functions/common/airflow_control_plane/scaling/traces/*.csv
 
+.PHONY: bench-prewarm
+bench-prewarm: $(RUNTIME_VENV)/.installed ## Scheduled runs with real Celery workers, without and with pre-warm: the cold start (~3 min)
+	$(AFCTL) bench-prewarm --runs 4 --tasks 2
+
 .PHONY: bench-scalein
 bench-scalein: $(RUNTIME_VENV)/.installed ## 200 scale-in cycles with real Celery workers: tasks lost to scale-in, worker-hours (~30 min)
 	$(AFCTL) bench-scalein --cycles 200 --idle-seconds 2
@@ -115,7 +119,7 @@ bench-sfn: $(DEV_VENV)/.installed ## State transitions per bring-up/hibernate ex
 	$(DEV_PY) -m tests.statemachines.bench_transitions
 
 .PHONY: bench
-bench: bench-up bench-dagsync bench-scaling bench-scalein bench-wakeup bench-sfn ## Every figure the issues name (several minutes)
+bench: bench-up bench-dagsync bench-scaling bench-scalein bench-prewarm bench-wakeup bench-sfn ## Every figure the issues name (several minutes)
 
 # --- the gate ----------------------------------------------------------------------------------
 .PHONY: lint

@@ -29,11 +29,13 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import redis
@@ -49,7 +51,9 @@ from airflow_control_plane.scaling.hibernation import FixedFlag
 from airflow_control_plane.scaling.memory import InMemoryStore
 from airflow_control_plane.scaling.service import ScalingPorts, evaluate
 
-QUEUE = "scalein-bench"
+# Unique per benchmark process: two runs on one Redis never share a queue or a worker name.
+QUEUE = f"scalein-bench-{os.getpid()}"
+NODE_HOST = f"bench{os.getpid()}"
 SERVICE = "bench-workers"
 APP = textwrap.dedent(
     """
@@ -75,6 +79,26 @@ APP = textwrap.dedent(
         store.set(f"bench:done:{key}", "1")
     """
 )
+
+
+@contextmanager
+def claimed_db(broker_url: str) -> Iterator[None]:
+    """Hold the Redis db number the way the test suite claims one (``acp-test-claim:<n>`` in
+    db 0), so a test run never flushes a db a benchmark is using, nor the reverse."""
+    path = urlsplit(broker_url).path.strip("/")
+    number = int(path) if path.isdigit() else 0
+    if not 1 <= number <= 15:
+        yield
+        return
+    control = redis.Redis.from_url(broker_url, db=0)
+    key, token = f"acp-test-claim:{number}", f"bench-{os.getpid()}"
+    if not control.set(key, token, nx=True, ex=4 * 3600):
+        raise InvalidInputError(f"Redis db {number} is in use by a test run or another benchmark")
+    try:
+        yield
+    finally:
+        if control.get(key) == token.encode():
+            control.delete(key)
 
 
 @dataclass
@@ -124,7 +148,7 @@ class ProcessWorkers:
         env = {**os.environ, "PYTHONPATH": str(self.folder), "BENCH_BROKER_URL": self.broker_url}
         popen = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "scalein_bench_app", "worker", "-Q", QUEUE,
-             "-c", str(self.concurrency), "--hostname", f"worker-{index}@bench", "--without-gossip",
+             "-c", str(self.concurrency), "--hostname", f"worker-{index}@{NODE_HOST}", "--without-gossip",
              "--without-mingle", "--without-heartbeat", "-l", "info"],
             cwd=self.folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
@@ -225,7 +249,7 @@ class BenchResult:
     idle_s: int = 0
 
 
-def _measure_startup(workers: ProcessWorkers, control: KombuWorkerControl) -> float:
+def measure_startup(workers: ProcessWorkers, control: KombuWorkerControl) -> float:
     workers.set_desired(SERVICE, 1)
     begin = time.monotonic()
     workers.reconcile()
@@ -248,7 +272,7 @@ def run_bench(
         (Path(folder) / "scalein_bench_app.py").write_text(APP)
         workers = ProcessWorkers(Path(folder), broker_url, concurrency)
         try:
-            startup = _measure_startup(workers, control)
+            startup = measure_startup(workers, control)
             scaling = QueueScaling(
                 QUEUE,
                 SERVICE,
@@ -418,14 +442,15 @@ def bench_scalein_command(
     """Scale-in cycles with real Celery workers: tasks lost to scale-in, and worker-hours."""
     if cycles < 1 or max_workers < 1 or concurrency < 1:
         raise InvalidInputError("cycles, max and concurrency must be >= 1")
-    result = run_bench(
-        broker_url,
-        cycles=cycles,
-        max_workers=max_workers,
-        concurrency=concurrency,
-        seed=seed,
-        idle_s=idle_seconds,
-    )
+    with claimed_db(broker_url):
+        result = run_bench(
+            broker_url,
+            cycles=cycles,
+            max_workers=max_workers,
+            concurrency=concurrency,
+            seed=seed,
+            idle_s=idle_seconds,
+        )
     click.echo(format_result(result))
     if result.lost:
         raise click.ClickException(f"{result.lost} task(s) lost to scale-in")
