@@ -8,19 +8,16 @@ import subprocess
 
 import pytest
 
-from tests.conftest import AirflowRuntime, RedisDatabase
+from tests.conftest import AirflowRuntime
 
 pytestmark = pytest.mark.integration
 
 
-def test_prewarm_removes_the_cold_start_of_scheduled_runs(
-    airflow_runtime: AirflowRuntime, redis_database: RedisDatabase
-) -> None:
+def test_prewarm_removes_the_cold_start_of_scheduled_runs(airflow_runtime: AirflowRuntime) -> None:
     # GIVEN two scheduled runs of two tasks, spaced so that the workers return to zero between
     # WHEN they run without pre-warm, then with it (lead = measured start-up + evaluation)
     done = subprocess.run(
-        [str(airflow_runtime.afctl), "bench-prewarm", "--runs", "2", "--tasks", "2",
-         "--broker-url", redis_database.url],
+        [str(airflow_runtime.afctl), "bench-prewarm", "--runs", "2", "--tasks", "2"],
         capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr

