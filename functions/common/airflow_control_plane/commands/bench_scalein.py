@@ -345,7 +345,7 @@ def _drive(
 ) -> BenchResult:
     celery = importlib.import_module("celery").Celery("scalein_bench_client", broker=broker_url)
     # More bursts than cycles: publishing stops once the wanted number of scale-ins happened.
-    schedule = arrivals(rng, 3 * cycles, max_workers * scaling.concurrency, gap=scaling.idle_period)
+    schedule = arrivals(rng, 10 * cycles, max_workers * scaling.concurrency, gap=scaling.idle_period)
     published: dict[str, float] = {}
     during_drain = 0
     stop = threading.Event()
