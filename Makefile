@@ -122,8 +122,16 @@ bench-visible: $(RUNTIME_VENV)/.installed $(BENCH_GIT_VENV)/.installed ## Push -
 	$(AFCTL) bench-visible --airflow-venv $(BENCH_GIT_VENV)
 
 .PHONY: simulate
-simulate: $(RUNTIME_VENV)/.installed ## Replay the shipped weekday trace: policy vs KEDA vs always-on
-	$(AFCTL) simulate
+simulate: $(RUNTIME_VENV)/.installed ## Replay every shipped trace: policy vs KEDA vs always-on vs the lower bound (fails if a bound is missed)
+	$(AFCTL) simulate --check functions/common/airflow_control_plane/scaling/traces/*.csv
+
+.PHONY: bench-prewarm
+bench-prewarm: $(RUNTIME_VENV)/.installed ## Scheduled runs with real Celery workers, without and with pre-warm: the cold start (~3 min)
+	$(AFCTL) bench-prewarm --runs 4 --tasks 2
+
+.PHONY: bench-scalein
+bench-scalein: $(RUNTIME_VENV)/.installed ## 200 scale-in cycles with real Celery workers: tasks lost to scale-in, worker-hours (~30 min)
+	$(AFCTL) bench-scalein --cycles 200 --idle-seconds 2
 
 .PHONY: bench-scaling
 bench-scaling: $(RUNTIME_VENV)/.installed ## Autoscaler decision latency on 1,000,000 task instances + simulation (~1 min)
@@ -147,7 +155,7 @@ bench-image: ## Image cold build (no layer cache) and cached rebuild time (Docke
 	IMAGE=$(IMAGE) .ci/bench-image.sh
 
 .PHONY: bench
-bench: bench-image bench-cli bench-up bench-dagsync bench-visible bench-scaling bench-wakeup bench-sfn bench-fuzz ## Every figure the issues name (several minutes)
+bench: bench-image bench-cli bench-up bench-dagsync bench-visible bench-scaling bench-scalein bench-prewarm bench-wakeup bench-sfn bench-fuzz ## Every figure the issues name (about an hour)
 
 # --- the gate ----------------------------------------------------------------------------------
 .PHONY: lint

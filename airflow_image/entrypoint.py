@@ -27,6 +27,7 @@ removed from the environment of every process this entrypoint starts.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -123,6 +124,7 @@ DEFAULT_ROLE_FILE = "/tmp/airflow-container-role"  # noqa: S108 - container-loca
 # task definition's HealthCheck.Timeout, 20 s in template.yaml), or the runtime kills it and
 # counts a failure; tests/unit check that every task definition's timeout is above this.
 HEALTHCHECK_TIMEOUT_S = 10.0
+TASK_ID_ENV = "ECS_TASK_ID"  # set by main() from the ECS task metadata (or by hand)
 HTTP_HEALTH_TIMEOUT_S = 10.0
 # Airflow's defaults for how old a job's last heartbeat may be ([scheduler]
 # scheduler_health_check_threshold, [triggerer] triggerer_health_check_threshold,
@@ -262,7 +264,7 @@ def _plan_long_running(role: str, args: Sequence[str], env: Mapping[str, str]) -
 def _plan_worker(args: Sequence[str], env: Mapping[str, str]) -> Plan:
     """A worker runs DAG code: it gets the broker and the Task Execution API, nothing else."""
     _refuse_worker_secrets(env)
-    exec_argv = ("airflow", "celery", "worker", *_worker_queue_args(args, env))
+    exec_argv = ("airflow", "celery", "worker", *_worker_queue_args(args, env), *_worker_name_args(env))
     warnings: tuple[str, ...] = ()
     if env.get("DUMB_INIT_SETSID") != "0":
         warnings = (
@@ -299,6 +301,38 @@ def _refuse_worker_secrets(env: Mapping[str, str]) -> None:
             f"celery-worker needs {EXECUTION_API_ENV} "
             "(the api-server's /execution/ URL, reachable from the worker)"
         )
+
+
+def worker_node(env: Mapping[str, str]) -> str:
+    """The worker's Celery node name. On ECS ``worker-<task id>@<host>`` (ECS_TASK_ID, read
+    from the task metadata by ``main``), so the autoscaler maps a worker to the ECS task whose
+    scale-in protection it releases after draining it; elsewhere Celery's own celery@<host>."""
+    task_id = env.get(TASK_ID_ENV, "").strip()
+    host = env.get("HOSTNAME", "").strip()
+    return f"worker-{task_id}@{host}" if task_id else f"celery@{host}"
+
+
+def _worker_name_args(env: Mapping[str, str]) -> tuple[str, ...]:
+    task_id = env.get(TASK_ID_ENV, "").strip()
+    if not task_id:
+        return ()
+    if not re.fullmatch(r"[A-Za-z0-9-]+", task_id):
+        raise PlanError(f"{TASK_ID_ENV} must be an ECS task id, got {task_id!r}")
+    return ("--celery-hostname", f"worker-{task_id}@%h")
+
+
+def ecs_task_id(env: Mapping[str, str], *, timeout_s: float = 2.0) -> str | None:
+    """The ECS task id from the task metadata endpoint v4 (``$ECS_CONTAINER_METADATA_URI_V4/task``
+    answers ``{"TaskARN": "arn:aws:ecs:...:task/<cluster>/<id>", ...}``); None outside ECS."""
+    base = env.get("ECS_CONTAINER_METADATA_URI_V4", "").strip()
+    if not base.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(base.rstrip("/") + "/task", timeout=timeout_s) as answer:  # noqa: S310
+            arn = str(json.loads(answer.read()).get("TaskARN", ""))
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+    return arn.rsplit("/", 1)[-1] or None
 
 
 def _worker_queue_args(args: Sequence[str], env: Mapping[str, str]) -> tuple[str, ...]:
@@ -411,13 +445,14 @@ def _plan_healthcheck(args: Sequence[str], env: Mapping[str, str]) -> Plan:
         hostname = env.get("HOSTNAME", "").strip()
         if not hostname:
             raise PlanError("healthcheck celery-worker needs HOSTNAME (the worker is celery@<hostname>)")
+        node = worker_node(env)
         timeout = _healthcheck_timeout(env)
         if env.get("AIRFLOW__CELERY__BROKER_URL", "").strip():
-            step = CeleryPing(f"celery@{hostname}", timeout_s=timeout)
+            step = CeleryPing(node, timeout_s=timeout)
         else:  # broker URL from a _CMD/_SECRET setting: only Airflow can resolve it
-            ping = ("celery", "--app", CELERY_APP, "inspect", "ping", "-d", f"celery@{hostname}")
+            ping = ("celery", "--app", CELERY_APP, "inspect", "ping", "-d", node)
             step = Command(ping, timeout_s=timeout)
-        reason = f"celery-worker: celery@{hostname} answers a ping through the broker"
+        reason = f"celery-worker: {node} answers a ping through the broker"
         # Like the worker itself: no database, and no SQLite file created by accident.
         return Plan(
             role="healthcheck",
@@ -544,6 +579,26 @@ def _record_role(p: Plan) -> None:
             handle.write(p.role + "\n")
     except OSError as exc:
         _say(f"warning: cannot record the role in {p.role_file} ({exc}); `healthcheck` needs a role argument")
+
+
+def _task_id_file(env: Mapping[str, str]) -> str:
+    return _role_file(env) + ".ecs-task-id"
+
+
+def _record_task_id(env: Mapping[str, str], task_id: str) -> None:
+    try:
+        with open(_task_id_file(env), "w", encoding="utf-8") as handle:
+            handle.write(task_id + "\n")
+    except OSError as exc:
+        _say(f"warning: cannot record the ECS task id ({exc}); the health check reads the metadata again")
+
+
+def _recorded_task_id(env: Mapping[str, str]) -> str | None:
+    try:
+        with open(_task_id_file(env), encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
 
 
 def _recorded_role(env: Mapping[str, str]) -> str:
@@ -727,6 +782,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     role, rest = args[0], args[1:]
     # Celery names a worker celery@<socket.gethostname()>; an exported HOSTNAME need not match it.
     env["HOSTNAME"] = socket.gethostname()
+    if role in ("celery-worker", "healthcheck") and not env.get(TASK_ID_ENV):
+        # The health check reads the id the worker started with, so a metadata hiccup can
+        # never make it ping a different node name than the worker's.
+        task_id = _recorded_task_id(env) if role == "healthcheck" else None
+        task_id = task_id or ecs_task_id(env)
+        if task_id:
+            env[TASK_ID_ENV] = task_id
+            if role == "celery-worker":
+                _record_task_id(env, task_id)
     try:
         if role == "healthcheck" and not rest:
             rest = [_recorded_role(env)]

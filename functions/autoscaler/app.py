@@ -8,6 +8,7 @@ down; they are returned in ``errors`` and counted in the ``ScalingErrors`` metri
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -21,6 +22,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from airflow_control_plane.scaling.broker import RedisQueueDepth
 from airflow_control_plane.scaling.config import AutoscalerConfig
 from airflow_control_plane.scaling.demand import PgDemandReader, connection_kwargs
+from airflow_control_plane.scaling.drain import KombuWorkerControl
 from airflow_control_plane.scaling.ecs import EcsWorkerServices
 from airflow_control_plane.scaling.events import EventBridgePublisher
 from airflow_control_plane.scaling.hibernation import SchedulerStopped
@@ -46,6 +48,28 @@ class _SecretBroker:
         return RedisQueueDepth.from_url(url, global_keyprefix=self._prefix).waiting(queue)
 
 
+class _SecretControl:
+    """Celery worker control (inspect, cancel/add consumer) on the broker URL secret, read on
+    first use so a secret failure is a guarded read (no scale-down on it)."""
+
+    def __init__(self, secret: str, key_prefix: str) -> None:
+        self._secret = secret
+        self._options = {"global_keyprefix": key_prefix} if key_prefix else {}
+
+    def _control(self) -> KombuWorkerControl:
+        url = str(parameters.get_secret(self._secret, max_age=SECRET_MAX_AGE_S))
+        return KombuWorkerControl(url, transport_options=self._options)
+
+    def busy(self, queue: str, hostnames: Sequence[str] | None = None) -> dict[str, int]:
+        return self._control().busy(queue, hostnames)
+
+    def cancel(self, queue: str, hostnames: Sequence[str]) -> set[str]:
+        return self._control().cancel(queue, hostnames)
+
+    def resume(self, queue: str, hostnames: Sequence[str]) -> set[str]:
+        return self._control().resume(queue, hostnames)
+
+
 def _db_connector(secret: str) -> Any:
     def connect() -> Any:
         import pg8000.native
@@ -69,6 +93,8 @@ def build_runtime() -> tuple[AutoscalerConfig, ScalingPorts]:
         memory=EcsTagStore(ecs, config.cluster),
         hibernation=SchedulerStopped(services, config.scheduler_service),
         publisher=EventBridgePublisher(boto3.client("events"), config.event_bus, config.environment),
+        control=_SecretControl(config.broker_url_secret, config.broker_key_prefix),
+        interval_s=config.interval_s,
     )
     return config, ports
 
@@ -83,7 +109,7 @@ def emit_metrics(run: ScalingRun) -> None:
             "ScaleDown": int(outcome.applied and decision.action is Action.SCALE_DOWN),
         }
         if outcome.running is not None:  # the worker service was read: its counts are real
-            values["DesiredWorkers"] = decision.target
+            values["DesiredWorkers"] = outcome.target
             values["RunningWorkers"] = outcome.running
         for name, value in values.items():
             with single_metric(name=name, unit=MetricUnit.Count, value=value) as metric:
@@ -101,9 +127,11 @@ def shape_result(run: ScalingRun) -> dict[str, Any]:
                 "service": o.decision.service,
                 "action": o.decision.action.value,
                 "from": o.decision.current,
-                "to": o.decision.target,
+                "to": o.target,
                 "applied": o.applied,
-                "reason": o.decision.reason,
+                "drained": list(o.drain.released) if o.drain else [],
+                "kept": [name for name, _ in o.drain.kept] if o.drain else [],
+                "reason": o.decision.reason + (f"; {o.drain.reason}" if o.drain else ""),
             }
             for o in run.outcomes
         ],

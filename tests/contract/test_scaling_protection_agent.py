@@ -119,10 +119,14 @@ def test_agent_errors_are_transient() -> None:
 
 def test_keeper_against_the_agent() -> None:
     with running_agent() as (uri, state):
-        busy = [1]
-        keeper = ProtectionKeeper(AgentProtectionClient(uri), lambda: busy[0])
+        consuming = [True]
+        keeper = ProtectionKeeper(AgentProtectionClient(uri), lambda: 0, consuming=lambda: consuming[0])
+        # protected from the start, idle or not, and kept
         assert keeper.tick().action is ProtectionAction.PROTECT
+        assert state.enabled is True
         assert keeper.tick().action is ProtectionAction.NONE
-        busy[0] = 0
-        assert keeper.tick().action is ProtectionAction.RELEASE
+        # drained (not consuming) and released by the scaler: the keeper does not take it back
+        consuming[0] = False
+        AgentProtectionClient(uri).release()
+        assert keeper.tick().action is ProtectionAction.NONE
         assert state.enabled is False

@@ -174,7 +174,7 @@ def test_scheduler_side_app_installs_the_wakeup_hook_only(
     assert (wakeup, protection) == ("True", "False")
 
 
-def test_worker_started_through_the_entrypoint_protects_its_task_while_busy(
+def test_worker_started_through_the_entrypoint_protects_its_task_from_start(
     airflow_runtime: AirflowRuntime,
     migrated_database_factory: Callable[[str], PostgresDatabase],
     redis_database: RedisDatabase,
@@ -202,9 +202,10 @@ def test_worker_started_through_the_entrypoint_protects_its_task_while_busy(
         try:
             wait_for(lambda: " ready." in log.read_text(errors="replace"), READY_WITHIN_S, "the worker", log)
             assert f"exec: airflow celery worker --queues {queue}" in log.read_text()
-            # the keeper (started on worker_ready) polls the agent; idle, it protects nothing
+            # the worker protected its task at start (worker_init), before any task could reach
+            # it, and the keeper (started on worker_ready) polls the agent
             wait_for(lambda: agent_was_read(state), 30, "the keeper's first poll", log)
-            assert protection_puts(state) == []
+            assert protection_puts(state)[:1] == [True]
             # WHEN the scheduler side sends a workload to the worker's queue (a malformed one:
             # running a real task needs the whole stack, and the hook acts before the body runs)
             send = subprocess.run(
@@ -223,11 +224,13 @@ def test_worker_started_through_the_entrypoint_protects_its_task_while_busy(
                 check=False,
             )
             assert send.returncode == 0, send.stderr[-3000:]
-            # THEN the worker protects its ECS task when the task starts ...
-            wait_for(lambda: True in protection_puts(state), PROTECT_WITHIN_S, "protection", log)
-            # ... and releases it once idle again (the task failed on its malformed input)
-            wait_for(lambda: protection_puts(state)[-1] is False, PROTECT_WITHIN_S, "the release", log)
-            assert "execute_workload" in log.read_text(errors="replace")
+            # THEN the task reaches the worker (it fails on its malformed input, before any
+            # task_prerun), and the worker keeps its protection once idle again: only the
+            # scaler's drain releases it
+            wait_for(lambda: "execute_workload" in log.read_text(errors="replace"), 300, "the task", log)
+            time.sleep(1.5)  # three keeper intervals
+            assert False not in protection_puts(state)
+            assert state.enabled
             with state.lock:
                 first = next(b for m, b in state.requests if m == "PUT" and b and b["ProtectionEnabled"])
             assert first["ExpiresInMinutes"] == 60  # the package default: the image sets none

@@ -235,7 +235,7 @@ def test_a_long_task_keeps_its_worker_through_scale_down_evaluations(autoscaled:
         d
         for d in read_decisions(env.paths)
         if datetime.fromisoformat(d["at"]) >= since
-        and (d["action"] == "scale_down" or "until they finish" in d["reason"])
+        and (d["action"] == "scale_down" or "keeping" in d["reason"])
     ]
     assert during, "no scale-down evaluation passed the idle period while the long task ran"
     assert all(d["target"] >= 1 for d in during if d["running_workers"] and d["demand"] >= 1), during

@@ -15,6 +15,7 @@ from airflow_control_plane.cli import cli
 from airflow_control_plane.scaling.broker import RedisQueueDepth, kombu_queue_keys
 from airflow_control_plane.scaling.config import QueueScaling
 from airflow_control_plane.scaling.demand import TASK_COUNTS_SQL, PgDemandReader, TaskCounts
+from airflow_control_plane.scaling.drain import InMemoryWorkerControl
 from airflow_control_plane.scaling.ecs import InMemoryWorkerServices, ServiceCounts
 from airflow_control_plane.scaling.events import RecordingPublisher
 from airflow_control_plane.scaling.hibernation import FixedFlag
@@ -136,7 +137,8 @@ def test_full_evaluation_with_real_database_and_redis(
         {"w-default": ServiceCounts(3, 3), "w-etl": ServiceCounts(0, 0), "w-heavy": ServiceCounts(0, 0)}
     )
     memory = InMemoryStore()
-    memory.values["w-default"] = ScaleMemory(NOW - timedelta(hours=1), 0)
+    idle = [f"worker-d{i}@h" for i in range(3)]
+    memory.values["w-default"] = ScaleMemory(dict.fromkeys(idle, NOW - timedelta(hours=1)))
     ports = ScalingPorts(
         demand=PgDemandReader.from_dsn(airflow_db.dsn),
         broker=RedisQueueDepth.from_url(redis_database.url),
@@ -144,6 +146,7 @@ def test_full_evaluation_with_real_database_and_redis(
         memory=memory,
         hibernation=FixedFlag(False),
         publisher=RecordingPublisher(),
+        control=InMemoryWorkerControl(dict.fromkeys(idle, 0), dict.fromkeys(idle, "default")),
     )
     # WHEN the autoscaler evaluates at 06:00
     run = evaluate(queues, ports, NOW)
@@ -165,7 +168,8 @@ def test_database_down_is_reported_and_never_scales_down(redis_database: RedisDa
         port = probe.getsockname()[1]
     services = InMemoryWorkerServices({"w-default": ServiceCounts(3, 3)})
     memory = InMemoryStore()
-    memory.values["w-default"] = ScaleMemory(NOW - timedelta(hours=1), 0)
+    idle = [f"worker-d{i}@h" for i in range(3)]
+    memory.values["w-default"] = ScaleMemory(dict.fromkeys(idle, NOW - timedelta(hours=1)))
     redis_database.client().flushdb()
     ports = ScalingPorts(
         demand=PgDemandReader.from_dsn(f"postgresql://postgres@127.0.0.1:{port}/airflow"),
@@ -174,6 +178,7 @@ def test_database_down_is_reported_and_never_scales_down(redis_database: RedisDa
         memory=memory,
         hibernation=FixedFlag(False),
         publisher=RecordingPublisher(),
+        control=InMemoryWorkerControl(dict.fromkeys(idle, 0)),
     )
     # WHEN the autoscaler evaluates
     run = evaluate((QueueScaling("default", "w-default", 16, 0, 4, idle_seconds=600),), ports, NOW)

@@ -1,5 +1,6 @@
 """A real Celery worker (from the Airflow runtime) with the protection hooks installed protects
-its ECS task while it runs a task and releases it when idle, through the agent's HTTP protocol.
+its ECS task from its start, keeps it while idle or busy, and never releases it itself (the
+scaler's drain does), through the agent's HTTP protocol.
 
 The ECS agent exists only inside ECS; its stand-in speaks the same protocol (see
 tests/contract/test_scaling_protection_agent.py).
@@ -60,7 +61,7 @@ def puts(state: AgentState) -> list[bool]:
         ]
 
 
-def test_worker_protects_while_busy_and_releases_when_idle(
+def test_worker_protects_from_start_and_keeps_it(
     tmp_path: Path, airflow_runtime: AirflowRuntime, redis_database: RedisDatabase
 ) -> None:
     (tmp_path / "celery_probe.py").write_text(APP)
@@ -83,7 +84,8 @@ def test_worker_protects_while_busy_and_releases_when_idle(
         )  # fmt: skip
         try:
             wait_for(lambda: "ready" in (tmp_path / "worker.log").read_text(), 90, "the worker to be ready")
-            assert puts(state) == []  # idle: nothing protected yet
+            # THEN it is protected before any task reaches it
+            wait_for(lambda: True in puts(state), 30, "protection at start")
             # WHEN a 4-second task is sent to it
             send = subprocess.run(
                 [str(airflow_runtime.python), "-c",
@@ -91,11 +93,12 @@ def test_worker_protects_while_busy_and_releases_when_idle(
                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
             )  # fmt: skip
             assert send.returncode == 0, send.stderr
-            # THEN the worker protects its ECS task while the task runs ...
-            wait_for(lambda: True in puts(state), 60, "protection to be enabled")
-            # ... and releases it once idle again
-            wait_for(lambda: puts(state)[-1] is False, 60, "protection to be released")
-            assert "succeeded" in (tmp_path / "worker.log").read_text()
+            # THEN the task runs, and the worker still holds protection once idle again: only the
+            # scaler's drain (cancel_consumer, then UpdateTaskProtection) releases it
+            wait_for(lambda: "succeeded" in (tmp_path / "worker.log").read_text(), 60, "the task")
+            time.sleep(1.5)  # three keeper intervals
+            assert False not in puts(state)
+            assert state.enabled
             with state.lock:
                 bodies = [b for m, b in state.requests if m == "PUT" and b and b["ProtectionEnabled"]]
             assert bodies[0]["ExpiresInMinutes"] == 30

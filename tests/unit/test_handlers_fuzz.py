@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cache
 from types import ModuleType
 from typing import Any
@@ -37,6 +37,7 @@ from airflow_control_plane.errors import ControlPlaneError, InvalidInputError
 from airflow_control_plane.health import NotHealthyYet
 from airflow_control_plane.scaling.config import AutoscalerConfig
 from airflow_control_plane.scaling.demand import TaskCounts
+from airflow_control_plane.scaling.drain import InMemoryWorkerControl
 from airflow_control_plane.scaling.ecs import InMemoryWorkerServices, ServiceCounts
 from airflow_control_plane.scaling.events import RecordingPublisher
 from airflow_control_plane.scaling.hibernation import FixedFlag
@@ -212,12 +213,20 @@ def autoscaler(monkeypatch: pytest.MonkeyPatch) -> Callable[[], tuple[ModuleType
     app = load_handler("autoscaler")
 
     def fresh() -> tuple[ModuleType, InMemoryWorkerServices]:
-        # 3 workers, no demand, idle for one minute: nothing may scale them down yet
+        # 3 workers, no demand, each idle since just now (well inside the start-up break-even):
+        # nothing may scale them down yet, whatever time or source the event claims
         services = InMemoryWorkerServices({"w-etl": ServiceCounts(3, 3)})
+        workers = [f"worker-{i}@ip-10-0-1-{i}" for i in range(3)]
         memory = InMemoryStore()
-        memory.values["w-etl"] = ScaleMemory(idle_since=datetime.now(UTC) - timedelta(minutes=1))
+        memory.values["w-etl"] = ScaleMemory(dict.fromkeys(workers, datetime.now(UTC)))
         ports = ScalingPorts(
-            NoDemand(), EmptyBroker(), services, memory, FixedFlag(False), RecordingPublisher()
+            NoDemand(),
+            EmptyBroker(),
+            services,
+            memory,
+            FixedFlag(False),
+            RecordingPublisher(),
+            InMemoryWorkerControl(dict.fromkeys(workers, 0)),
         )
         monkeypatch.setattr(app, "build_runtime", lambda: (AutoscalerConfig.from_env(), ports))
         return app, services

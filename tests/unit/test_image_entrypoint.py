@@ -157,6 +157,49 @@ def test_celery_worker_rejects_bad_arguments(args: list[str]) -> None:
         ep.plan("celery-worker", args, worker_env())
 
 
+def test_on_ecs_the_worker_is_named_after_its_task_so_the_scaler_can_drain_it() -> None:
+    # GIVEN the ECS task id (read by main() from the task metadata endpoint)
+    env = worker_env(ECS_TASK_ID="3f2a9c1b5e6d4a7b8c9d0e1f2a3b4c5d")
+    # WHEN planning the worker and its health check
+    worker = ep.plan("celery-worker", ["--queues", "etl"], env)
+    (step,) = ep.plan("healthcheck", ["celery-worker"], env).steps
+    # THEN the worker's Celery hostname carries the task id, and the health check pings that node
+    assert worker.exec_argv is not None
+    assert worker.exec_argv[-2:] == ("--celery-hostname", "worker-3f2a9c1b5e6d4a7b8c9d0e1f2a3b4c5d@%h")
+    assert step == ep.CeleryPing(
+        "worker-3f2a9c1b5e6d4a7b8c9d0e1f2a3b4c5d@ip-10-0-1-7", timeout_s=ep.HEALTHCHECK_TIMEOUT_S
+    )
+    with pytest.raises(ep.PlanError, match="ECS task id"):
+        ep.plan("celery-worker", [], worker_env(ECS_TASK_ID="a b"))
+
+
+def test_ecs_task_id_comes_from_the_task_metadata_endpoint() -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Metadata(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = json.dumps({"TaskARN": "arn:aws:ecs:us-east-1:123456789012:task/airflow/abc123"}).encode()
+            self.send_response(200 if self.path == "/v4/x/task" else 404)
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = HTTPServer(("127.0.0.1", 0), Metadata)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_port}/v4/x"
+        assert ep.ecs_task_id({"ECS_CONTAINER_METADATA_URI_V4": uri}) == "abc123"
+        assert ep.ecs_task_id({}) is None
+        assert ep.ecs_task_id({"ECS_CONTAINER_METADATA_URI_V4": uri + "/nope"}) is None
+    finally:
+        server.shutdown()
+
+
 def test_celery_worker_warns_when_dumb_init_would_signal_the_whole_group() -> None:
     # GIVEN DUMB_INIT_SETSID is not 0 (SIGTERM would hit the task processes)
     env = worker_env()
@@ -537,3 +580,13 @@ def test_db_migrate_makes_the_read_only_role_after_the_migration_when_asked() ->
 def test_db_migrate_refuses_a_bad_read_only_role_setting(extra: dict[str, str], message: str) -> None:
     with pytest.raises(ep.PlanError, match=message):
         ep.plan("db-migrate", [], base_env(**extra))
+
+
+def test_the_health_check_pings_the_node_name_the_worker_started_with(tmp_path: Path) -> None:
+    # GIVEN a worker that recorded its ECS task id at start
+    env = base_env(AIRFLOW_IMAGE_ROLE_FILE=str(tmp_path / "role"))
+    ep._record_task_id(env, "abc123")
+    # WHEN the health check looks for it (the metadata endpoint is not even reachable)
+    # THEN it finds the recorded one; without a record there is none
+    assert ep._recorded_task_id(env) == "abc123"
+    assert ep._recorded_task_id(base_env(AIRFLOW_IMAGE_ROLE_FILE=str(tmp_path / "other"))) is None

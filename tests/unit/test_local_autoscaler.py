@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from airflow_control_plane.errors import ConfigError, TransientError
+from airflow_control_plane.errors import ConfigError, InvalidInputError
 from airflow_control_plane.local import autoscaler
 from airflow_control_plane.local.ecs import InMemoryServices
 from airflow_control_plane.local.paths import StatePaths
 from airflow_control_plane.local.settings import LocalSettings
-from airflow_control_plane.local.worker_services import (
-    LocalWorkerServices,
-    WorkerProcess,
-    decide_protection,
-    owner_of,
-    slot_index,
-)
+from airflow_control_plane.local.worker_services import LocalWorkerServices
 from airflow_control_plane.scaling.broker import BrokerDepth
 from airflow_control_plane.scaling.demand import TaskCounts
+from airflow_control_plane.scaling.drain import InMemoryWorkerControl
 from airflow_control_plane.scaling.events import RecordingPublisher
 from airflow_control_plane.scaling.hibernation import FileFlag
 from airflow_control_plane.scaling.memory import InMemoryStore
@@ -33,115 +29,18 @@ pytestmark = pytest.mark.unit
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
-# --- slot index -------------------------------------------------------------------------------
+# --- the adapter over the in-memory supervisor ----------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("argv", "index"),
-    [
-        (["airflow", "celery", "worker", "--celery-hostname", "worker-0@%h"], 0),
-        (["[celeryd: worker-12@host:MainProcess] -active- (celery worker)"], 12),
-        (["airflow", "scheduler"], None),
-        (["[celeryd: myworker-1@host:MainProcess]"], None),
-        (["worker-1@a", "worker-2@b"], None),  # ambiguous: unknown, never a guess
-    ],
-)
-def test_slot_index_reads_the_node_name(argv: list[str], index: int | None) -> None:
-    # GIVEN a process command line WHEN its slot is read THEN only an unambiguous index counts
-    assert slot_index(argv) == index
-
-
-# --- which worker runs a task -------------------------------------------------------------------
-
-# worker[0] pid 100 -> pool child 101 -> task 102; worker[1] pid 200 -> 201 -> 202;
-# worker[2] pid 300 -> 301 -> 302; all under the supervisor 10.
-PARENTS = {100: 10, 101: 100, 102: 101, 200: 10, 201: 200, 202: 201, 300: 10, 301: 300, 302: 301, 10: 1}
-WORKERS = [WorkerProcess(0, 100), WorkerProcess(1, 200), WorkerProcess(2, 300)]
-
-
-def test_owner_walks_up_to_the_worker_process() -> None:
-    # GIVEN the process tree WHEN the owner of a task process is looked up THEN its worker slot
-    assert owner_of(302, PARENTS, {100: 0, 200: 1, 300: 2}) == 2
-    assert owner_of(101, PARENTS, {100: 0, 200: 1, 300: 2}) == 0
-    assert owner_of(999, PARENTS, {100: 0}) is None
-
-
-def test_cyclic_parent_map_ends() -> None:
-    # GIVEN a corrupt parent map with a cycle WHEN walked THEN it ends with no owner
-    assert owner_of(5, {5: 6, 6: 5}, {100: 0}) is None
-
-
-@pytest.mark.parametrize(
-    ("task_pids", "keep", "busy"),
-    [
-        ([], 0, ()),  # idle: everything may go
-        ([102], 1, (0,)),  # the lowest slot is busy: keep one, two may go
-        ([102, 202], 2, (0, 1)),
-        ([302], 3, (2,)),  # the highest slot is busy: it would be stopped first, keep all
-        ([202, 202], 2, (1,)),
-    ],
-)
-def test_protection_keeps_every_busy_worker_given_highest_slots_stop_first(
-    task_pids: list[int], keep: int, busy: tuple[int, ...]
-) -> None:
-    # GIVEN three workers and the pids of running task instances
-    # WHEN the protection is decided
-    protection = decide_protection(WORKERS, task_pids, PARENTS)
-    # THEN the kept count covers exactly the busy slots
-    assert (protection.keep, protection.busy) == (keep, busy)
-    assert f"keep the lowest {keep}" in protection.reason
-
-
-def test_protection_ranks_by_live_slots_not_raw_indices() -> None:
-    # GIVEN live slots 0 and 2 (slot 1 gone) and slot 2 busy
-    workers = [WorkerProcess(0, 100), WorkerProcess(2, 300)]
-    # WHEN decided THEN both must stay (2 is the second live slot), not three
-    assert decide_protection(workers, [302], PARENTS).keep == 2
-
-
-@pytest.mark.parametrize("pids", [[None], [999], [102, 999]])
-def test_a_task_under_no_worker_makes_protection_unknown(pids: list[int | None]) -> None:
-    # GIVEN a running task instance whose process is under no worker (or has no pid)
-    # WHEN decided THEN the count is unknown: an error, so the policy holds
-    with pytest.raises(TransientError, match="no local worker"):
-        decide_protection(WORKERS, pids, PARENTS)
-
-
-# --- the adapter over fakes ------------------------------------------------------------------------
-
-
-class FakeConn:
-    def __init__(self, rows: list[list[Any]] | Exception) -> None:
-        self.rows = rows
-        self.closed = False
-
-    def run(self, sql: str) -> list[list[Any]]:
-        assert "state = 'running'" in sql
-        if isinstance(self.rows, Exception):
-            raise self.rows
-        return self.rows
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def _adapter(rows: list[list[Any]] | Exception, workers: int = 2) -> tuple[LocalWorkerServices, FakeConn]:
+def _adapter(workers: int = 2) -> tuple[LocalWorkerServices, InMemoryServices]:
     ecs = InMemoryServices(("worker",))
-    ecs.set_desired_count("worker", workers)  # fake pids 1000, 1001, ...
-    conn = FakeConn(rows)
-    parents = {1000: 10, 1001: 10, 5000: 1000, 5001: 1001}
-    adapter = LocalWorkerServices(
-        ecs,
-        lambda: conn,
-        cmdline=lambda pid: ["airflow", "celery", "worker", "--celery-hostname", f"worker-{pid - 1000}@%h"],
-        parent_map=lambda: parents,
-    )
-    return adapter, conn
+    ecs.set_desired_count("worker", workers)
+    return LocalWorkerServices(ecs), ecs
 
 
 def test_adapter_describes_and_sets_the_local_worker_service() -> None:
     # GIVEN two local workers WHEN described and lowered THEN the supervisor gets the count
-    adapter, _ = _adapter([])
+    adapter, _ = _adapter()
     assert adapter.describe("worker").desired == 2
     assert adapter.describe("worker").running == 2
     adapter.set_desired("worker", 1)
@@ -150,25 +49,16 @@ def test_adapter_describes_and_sets_the_local_worker_service() -> None:
         adapter.describe("nope")
 
 
-def test_adapter_protects_only_the_busy_lowest_slots() -> None:
-    # GIVEN worker[1] runs a task WHEN protection is read THEN both stay (worker[1] stops first)
-    adapter, conn = _adapter([[5001]])
-    assert adapter.protected_workers("worker") == 2
-    assert conn.closed
-    # AND when only worker[0] is busy, one may go
-    adapter, _ = _adapter([[5000]])
-    assert adapter.protected_workers("worker") == 1
-    # AND idle workers are not protected at all (never the full running count by default)
-    adapter, _ = _adapter([])
-    assert adapter.protected_workers("worker") == 0
-
-
-def test_adapter_database_failure_is_transient() -> None:
-    # GIVEN a failing query WHEN protection is read THEN a TransientError (the policy holds)
-    adapter, conn = _adapter(RuntimeError("boom"))
-    with pytest.raises(TransientError, match="unreadable"):
-        adapter.protected_workers("worker")
-    assert conn.closed
+def test_adapter_releases_protection_by_slot_index() -> None:
+    # GIVEN three workers, all protected from their start
+    adapter, _ = _adapter(3)
+    assert adapter.unprotected("worker") == set()
+    # WHEN the drain releases worker-2 (its hostname worker-2@host)
+    assert adapter.release("worker", ["2"]) == {"2"}
+    # THEN the supervisor reports it unprotected
+    assert adapter.unprotected("worker") == {"2"}
+    with pytest.raises(InvalidInputError, match="slot indices"):
+        adapter.release("worker", ["abc"])
 
 
 # --- one evaluation through the shared service, local adapters over fakes ------------------------
@@ -194,7 +84,11 @@ class FixedBroker:
 
 
 def _ports(
-    tmp_path: Path, adapter: LocalWorkerServices, counts: dict[str, TaskCounts], waiting: int
+    tmp_path: Path,
+    adapter: LocalWorkerServices,
+    counts: dict[str, TaskCounts],
+    waiting: int,
+    busy: dict[str, int] | None = None,
 ) -> ScalingPorts:
     broker: BrokerDepth = FixedBroker(waiting)
     return ScalingPorts(
@@ -204,6 +98,9 @@ def _ports(
         InMemoryStore(),
         FileFlag(tmp_path / "hibernated"),
         RecordingPublisher(),
+        control=InMemoryWorkerControl(busy or {}),
+        interval_s=5.0,
+        settle_s=0.0,
     )
 
 
@@ -222,7 +119,7 @@ def _settings(tmp_path: Path, **overrides: Any) -> autoscaler.AutoscalerSettings
 
 def test_queued_tasks_scale_zero_workers_up_at_once(tmp_path: Path) -> None:
     # GIVEN no worker and 12 queued tasks
-    adapter, _ = _adapter([], workers=0)
+    adapter, _ = _adapter(0)
     ports = _ports(tmp_path, adapter, {"default": TaskCounts(queued=12)}, 12)
     # WHEN evaluated
     run = evaluate([_settings(tmp_path).scaling], ports, T0)
@@ -236,9 +133,9 @@ def test_hibernation_flag_blocks_every_start(tmp_path: Path) -> None:
     # GIVEN the flag `down` sets, and queued tasks
     autoscaler.set_hibernated(StatePaths(tmp_path), True)
     flag = autoscaler.hibernation_flag(StatePaths(tmp_path))
-    adapter, _ = _adapter([], workers=0)
+    adapter, _ = _adapter(0)
     ports = _ports(tmp_path, adapter, {"default": TaskCounts(queued=5)}, 5)
-    ports = ScalingPorts(ports.demand, ports.broker, adapter, ports.memory, FileFlag(flag), ports.publisher)
+    ports = replace(ports, hibernation=FileFlag(flag))
     # WHEN evaluated THEN nothing starts
     run = evaluate([_settings(tmp_path).scaling], ports, T0)
     assert run.outcomes[0].decision.action is Action.HOLD
@@ -248,44 +145,40 @@ def test_hibernation_flag_blocks_every_start(tmp_path: Path) -> None:
     assert not flag.exists()
 
 
-@pytest.mark.parametrize(
-    ("busy_pid", "action", "target"),
-    [(5001, Action.HOLD, 2), (5000, Action.SCALE_DOWN, 1)],
-    ids=["highest-slot-busy-keeps-both", "lowest-slot-busy-lets-the-idle-one-go"],
-)
-def test_a_busy_worker_is_kept_past_the_idle_period(
-    tmp_path: Path, busy_pid: int, action: Action, target: int
-) -> None:
-    # GIVEN two workers, one of them running a long task, nothing queued
-    adapter, _ = _adapter([[busy_pid]], workers=2)
-    ports = _ports(tmp_path, adapter, {"default": TaskCounts(running=1)}, 0)
+def test_the_idle_worker_is_drained_and_the_busy_one_kept(tmp_path: Path) -> None:
+    # GIVEN two workers, worker-0 running a long task, worker-1 idle, nothing queued
+    adapter, ecs = _adapter(2)
+    ports = _ports(
+        tmp_path, adapter, {"default": TaskCounts(running=1)}, 0, {"worker-0@h": 1, "worker-1@h": 0}
+    )
     scaling = _settings(tmp_path).scaling
     first = evaluate([scaling], ports, T0)
-    assert first.outcomes[0].decision.action is Action.HOLD  # the idle clock starts
+    assert first.outcomes[0].decision.action is Action.HOLD  # worker-1's idle clock starts
     # WHEN evaluated after the idle period
     run = evaluate([scaling], ports, T0 + timedelta(seconds=30))
-    # THEN the idle worker may go, but never the busy one (highest slots stop first)
-    decision = run.outcomes[0].decision
-    assert (decision.action, decision.target) == (action, target)
-    assert adapter.describe("worker").desired == target
-    if action is Action.HOLD:
-        assert "until they finish" in decision.reason
+    # THEN worker-1 (slot 1) is drained, released and counted down; worker-0 never
+    outcome = run.outcomes[0]
+    assert outcome.decision.drain == ("worker-1@h",)
+    assert outcome.drain is not None
+    assert outcome.drain.released == ("worker-1@h",)
+    assert adapter.describe("worker").desired == 1
+    assert ecs.released == {"worker": {1}}
 
 
 def test_a_tick_logs_each_decision_with_its_reason(tmp_path: Path) -> None:
     # GIVEN the state folder and one idle worker
     paths = StatePaths(tmp_path)
     paths.logs.mkdir(parents=True)
-    adapter, _ = _adapter([], workers=1)
-    ports = _ports(tmp_path, adapter, {}, 0)
+    adapter, _ = _adapter(1)
+    ports = _ports(tmp_path, adapter, {}, 0, {"worker-0@h": 0})
     # WHEN one tick runs
     records = autoscaler.tick(_settings(tmp_path), ports, adapter, T0)
-    # THEN the decision is in the log file, with its reason and the protection note
+    # THEN the decision is in the log file, with its reason and the worker's idle clock
     logged = autoscaler.read_decisions(paths)
     assert logged == records
     assert logged[0]["action"] == "hold"
-    assert "idle for 0s of the 20s idle period" in logged[0]["reason"]
-    assert logged[0]["protection"].startswith("busy: none of 1")
+    assert "1 idle" in logged[0]["reason"]
+    assert logged[0]["idle_since"] == {"worker-0@h": T0.isoformat()}
 
 
 def test_malformed_log_lines_are_skipped(tmp_path: Path) -> None:
@@ -377,7 +270,7 @@ def test_the_decision_log_rotates_when_large(tmp_path: Path, monkeypatch: pytest
     paths.logs.mkdir(parents=True)
     autoscaler.decisions_log(paths).write_text('{"old": 1}\n' * 10)
     monkeypatch.setattr(autoscaler, "MAX_LOG_BYTES", 50)
-    adapter, _ = _adapter([], workers=0)
+    adapter, _ = _adapter(0)
     # WHEN a tick runs THEN the old log is kept as .1 and the new one holds only the new record
     autoscaler.tick(_settings(tmp_path), _ports(tmp_path, adapter, {}, 0), adapter, T0)
     assert len(autoscaler.read_decisions(paths)) == 1

@@ -15,6 +15,7 @@ import pytest
 from airflow_control_plane.errors import InvalidInputError
 from airflow_control_plane.scaling.config import AutoscalerConfig, parse_queue_map
 from airflow_control_plane.scaling.demand import TaskCounts
+from airflow_control_plane.scaling.drain import InMemoryWorkerControl
 from airflow_control_plane.scaling.ecs import InMemoryWorkerServices, ServiceCounts
 from airflow_control_plane.scaling.events import RecordingPublisher
 from airflow_control_plane.scaling.hibernation import FixedFlag
@@ -100,6 +101,7 @@ def install_ports(
         memory=InMemoryStore(),
         hibernation=FixedFlag(False),
         publisher=RecordingPublisher(),
+        control=InMemoryWorkerControl({}),
     )
     monkeypatch.setattr(app, "build_runtime", lambda: (config, ports))
     return ports

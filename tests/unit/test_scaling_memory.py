@@ -1,4 +1,4 @@
-"""The stored idle clock: encoding, the local JSON file store, and unreadable clocks."""
+"""The stored per-worker idle clocks: encoding, the local JSON file store, unreadable clocks."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pytest
 
 from airflow_control_plane.errors import TransientError
 from airflow_control_plane.scaling.memory import (
-    IDLE_SINCE_TAG,
-    PEAK_NEEDED_TAG,
+    IDLE_TAG_PREFIX,
     JsonFileStore,
     decode,
     encode,
@@ -19,7 +18,8 @@ from airflow_control_plane.scaling.policy import ScaleMemory
 
 pytestmark = pytest.mark.unit
 
-CLOCK = ScaleMemory(datetime(2026, 1, 5, 6, 0, tzinfo=UTC), 2)
+SIX = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+CLOCK = ScaleMemory({"worker-3f2a@ip-10-0-1-23": SIX, "worker-9c1b@ip-10-0-2-7": SIX})
 
 
 def test_encode_decode_round_trip() -> None:
@@ -30,15 +30,21 @@ def test_encode_decode_round_trip() -> None:
 @pytest.mark.parametrize(
     "values",
     [
-        {IDLE_SINCE_TAG: "yesterday", PEAK_NEEDED_TAG: "2"},
-        {IDLE_SINCE_TAG: "2026-01-05T06:00:00", PEAK_NEEDED_TAG: "2"},  # no time zone
-        {IDLE_SINCE_TAG: "2026-01-05T06:00:00+00:00", PEAK_NEEDED_TAG: "two"},
+        {IDLE_TAG_PREFIX + "worker-1@h": "yesterday"},
+        {IDLE_TAG_PREFIX + "worker-1@h": "2026-01-05T06:00:00"},  # no time zone
+        {IDLE_TAG_PREFIX: "2026-01-05T06:00:00+00:00"},  # no worker name
+        {"team": "data"},  # somebody else's tag
         {},
     ],
 )
 def test_a_malformed_clock_restarts(values: dict[str, str]) -> None:
-    # A clock that cannot be trusted reads as "no clock": the scale-down waits a full idle period.
+    # A clock that cannot be trusted reads as "no clock": that worker waits a full idle period.
     assert decode(values) == ScaleMemory()
+
+
+def test_one_bad_clock_does_not_lose_the_others() -> None:
+    values = {**encode(CLOCK), IDLE_TAG_PREFIX + "worker-x@h": "soon"}
+    assert decode(values) == CLOCK
 
 
 def test_json_file_store_keeps_each_service(tmp_path: Path) -> None:

@@ -21,19 +21,30 @@ pytestmark = pytest.mark.unit
 NOW = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 
 
+LATER = NOW + timedelta(minutes=50)
+
+
 @pytest.mark.parametrize(
-    ("busy", "state", "action"),
+    ("busy", "consuming", "state", "action"),
     [
-        (1, ProtectionState(False), ProtectionAction.PROTECT),
-        (3, ProtectionState(True, NOW + timedelta(minutes=50)), ProtectionAction.NONE),
-        (3, ProtectionState(True, NOW + timedelta(minutes=10)), ProtectionAction.PROTECT),
-        (1, ProtectionState(True, None), ProtectionAction.PROTECT),
-        (0, ProtectionState(True, NOW + timedelta(minutes=50)), ProtectionAction.RELEASE),
-        (0, ProtectionState(False), ProtectionAction.NONE),
+        (1, True, ProtectionState(False), ProtectionAction.PROTECT),
+        (0, True, ProtectionState(False), ProtectionAction.PROTECT),  # from the start, idle or not
+        (3, True, ProtectionState(True, LATER), ProtectionAction.NONE),
+        (3, True, ProtectionState(True, NOW + timedelta(minutes=10)), ProtectionAction.PROTECT),
+        (0, True, ProtectionState(True, NOW + timedelta(minutes=10)), ProtectionAction.PROTECT),
+        (1, True, ProtectionState(True, None), ProtectionAction.PROTECT),
+        (0, True, ProtectionState(True, LATER), ProtectionAction.NONE),  # idle: never releases itself
+        (0, False, ProtectionState(False), ProtectionAction.NONE),  # drained and released: left alone
+        (0, False, ProtectionState(True, LATER), ProtectionAction.NONE),
+        (1, False, ProtectionState(False), ProtectionAction.PROTECT),  # a task reached it anyway
     ],
 )
-def test_decide_protection(busy: int, state: ProtectionState, action: ProtectionAction) -> None:
-    decision = decide_protection(busy, state, NOW, expires_minutes=60, renew_before=timedelta(minutes=20))
+def test_decide_protection(
+    busy: int, consuming: bool, state: ProtectionState, action: ProtectionAction
+) -> None:
+    decision = decide_protection(
+        busy, state, NOW, consuming=consuming, expires_minutes=60, renew_before=timedelta(minutes=20)
+    )
     assert decision.action is action
     assert decision.reason
 
@@ -66,23 +77,36 @@ class FakeAgent(AgentProtectionClient):
         return self.state
 
 
-def test_keeper_protects_while_busy_and_releases_when_idle() -> None:
-    # GIVEN a worker that runs two tasks, then none
+def test_keeper_protects_from_start_and_leaves_a_drained_worker_to_the_scaler() -> None:
+    # GIVEN a worker that starts idle, runs two tasks, then is drained by the scaler
     agent = FakeAgent()
-    busy = [2]
-    keeper = ProtectionKeeper(agent, lambda: busy[0], clock=lambda: NOW, expires_minutes=60)
-    # WHEN the keeper ticks while busy, then after the tasks finish
-    first = keeper.tick()
-    second = keeper.tick()
+    busy = [0]
+    consuming = [True]
+    keeper = ProtectionKeeper(
+        agent, lambda: busy[0], consuming=lambda: consuming[0], clock=lambda: NOW, expires_minutes=60
+    )
+    # WHEN the keeper ticks: idle at start, busy, idle again, then after cancel_consumer and
+    # the scaler's release, then with its consumer added back
+    actions = [keeper.tick().action]
+    busy[0] = 2
+    actions.append(keeper.tick().action)
     busy[0] = 0
-    third = keeper.tick()
-    # THEN it protects once, keeps it, then releases
-    assert [first.action, second.action, third.action] == [
+    actions.append(keeper.tick().action)
+    consuming[0] = False
+    agent.state = ProtectionState(False)  # the scaler's UpdateTaskProtection(false)
+    actions.append(keeper.tick().action)
+    consuming[0] = True
+    actions.append(keeper.tick().action)
+    # THEN it protects at start, keeps it while busy and idle, never releases itself, does not
+    # take back a release while drained, and protects again once consuming
+    assert actions == [
         ProtectionAction.PROTECT,
         ProtectionAction.NONE,
-        ProtectionAction.RELEASE,
+        ProtectionAction.NONE,
+        ProtectionAction.NONE,
+        ProtectionAction.PROTECT,
     ]
-    assert agent.calls == ["protect 60", "release"]
+    assert agent.calls == ["protect 60", "protect 60"]
 
 
 def test_keeper_still_protects_when_the_state_read_fails() -> None:

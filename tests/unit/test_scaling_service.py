@@ -1,4 +1,5 @@
-"""Read -> decide -> act with in-memory fakes: dry run, fail-safe, hibernation, events, the clock."""
+"""Read -> decide -> act with in-memory fakes: dry run, fail-safe, hibernation, events, the
+clocks, and the drain (cancel, confirm idle, release, lower)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from airflow_control_plane.errors import TransientError
 from airflow_control_plane.scaling.config import QueueScaling
 from airflow_control_plane.scaling.demand import DueDagRun, TaskCounts
+from airflow_control_plane.scaling.drain import InMemoryWorkerControl
 from airflow_control_plane.scaling.ecs import InMemoryWorkerServices, ServiceCounts
 from airflow_control_plane.scaling.events import RecordingPublisher
 from airflow_control_plane.scaling.hibernation import FixedFlag
@@ -24,6 +26,10 @@ QUEUES = (
     QueueScaling("default", "worker-default", 16, 0, 4, idle_seconds=600, prewarm_seconds=300),
     QueueScaling("etl", "worker-etl", 8, 0, 10, idle_seconds=600),
 )
+
+
+def host(queue: str, index: int) -> str:
+    return f"worker-{queue}{index}@ip-10-0-1-{index}"
 
 
 class FakeDemand:
@@ -66,10 +72,10 @@ class ThrottledServices(InMemoryWorkerServices):
             raise TransientError("ECS DescribeServices failed: ThrottlingException: Rate exceeded")
         return super().describe(service)
 
-    def protected_workers(self, service: str) -> int:
+    def unprotected(self, service: str) -> set[str]:
         if "protection" in self.throttle:
             raise TransientError("ECS GetTaskProtection failed: ThrottlingException: Rate exceeded")
-        return super().protected_workers(service)
+        return super().unprotected(service)
 
     def set_desired(self, service: str, count: int) -> None:
         if "update" in self.throttle:
@@ -82,16 +88,22 @@ def make_ports(
     counts: Mapping[str, TaskCounts],
     depths: Mapping[str, int],
     desired: Mapping[str, int],
-    protected: Mapping[str, int] | None = None,
+    busy: Mapping[str, list[int]] | None = None,
     throttle: set[str] | None = None,
     hibernated: bool = False,
     due: list[DueDagRun] | None = None,
 ) -> ScalingPorts:
+    """``busy``: per queue, the busy count of each ready worker (default: all idle)."""
     services = ThrottledServices(
         {q.service: ServiceCounts(desired.get(q.queue, 0), desired.get(q.queue, 0)) for q in QUEUES},
-        {q.service: (protected or {}).get(q.queue, 0) for q in QUEUES},
         throttle=throttle or set(),
     )
+    per_queue = {q.queue: list((busy or {}).get(q.queue, [0] * desired.get(q.queue, 0))) for q in QUEUES}
+    counts_by_host = {host(q, i): b for q, values in per_queue.items() for i, b in enumerate(values)}
+    control = InMemoryWorkerControl(
+        counts_by_host, {host(q, i): q for q, values in per_queue.items() for i in range(len(values))}
+    )
+    control.down = "inspect" in (throttle or set())
     return ScalingPorts(
         demand=FakeDemand(counts, due),
         broker=FakeBroker(depths),
@@ -99,13 +111,17 @@ def make_ports(
         memory=InMemoryStore(),
         hibernation=FixedFlag(hibernated),
         publisher=RecordingPublisher(),
+        control=control,
+        settle_s=0.0,
     )
 
 
 def idle_for_an_hour(ports: ScalingPorts) -> None:
     assert isinstance(ports.memory, InMemoryStore)
+    assert isinstance(ports.control, InMemoryWorkerControl)
     for q in QUEUES:
-        ports.memory.values[q.service] = ScaleMemory(AT - timedelta(hours=1), 0)
+        names = [n for n, queue in ports.control.queue_of.items() if queue == q.queue]
+        ports.memory.values[q.service] = ScaleMemory(dict.fromkeys(names, AT - timedelta(hours=1)))
 
 
 def test_scale_up_is_applied_announced_and_clock_reset() -> None:
@@ -141,9 +157,13 @@ def test_scale_to_zero_after_the_idle_period() -> None:
     idle_for_an_hour(ports)
     # WHEN the autoscaler evaluates
     run = evaluate(QUEUES, ports, AT)
-    # THEN both go to zero
+    # THEN every worker is drained, released, and both go to zero
     assert isinstance(ports.services, InMemoryWorkerServices)
     assert sorted(ports.services.calls) == [("worker-default", 0), ("worker-etl", 0)]
+    assert ports.services.released == {
+        "worker-default": {"default0", "default1"},
+        "worker-etl": {"etl0", "etl1", "etl2"},
+    }
     assert run.errors == ()
 
 
@@ -152,7 +172,7 @@ def test_scale_to_zero_after_the_idle_period() -> None:
     [
         ("database", "metadata database"),
         ("broker", "broker"),
-        ("protection", "scale-in protection"),
+        ("inspect", "Celery inspect"),
         ("describe", "describe"),
     ],
 )
@@ -162,7 +182,7 @@ def test_fail_safe_never_scales_down_and_reports_the_error(failure: str, expecte
         counts={},
         depths={},
         desired={"default": 2, "etl": 3},
-        throttle={failure} if failure in {"protection", "describe"} else set(),
+        throttle={failure} if failure in {"inspect", "describe"} else set(),
     )
     idle_for_an_hour(ports)
     if failure == "database":
@@ -205,14 +225,86 @@ def test_ecs_update_throttled_is_reported_and_not_announced() -> None:
 
 
 def test_busy_workers_are_kept_on_scale_down() -> None:
-    # GIVEN 5 etl workers, 2 of them busy and protected, nothing queued, idle for an hour
+    # GIVEN 5 etl workers, 2 of them busy, nothing queued, the idle ones idle for an hour
     ports = make_ports(
-        counts={"etl": TaskCounts(running=2)}, depths={}, desired={"etl": 5}, protected={"etl": 2}
+        counts={"etl": TaskCounts(running=2)}, depths={}, desired={"etl": 5}, busy={"etl": [1, 0, 1, 0, 0]}
     )
     idle_for_an_hour(ports)
     run = evaluate(QUEUES, ports, AT)
-    # THEN it scales down to the 2 busy workers, not to ceil(2/8) = 1
-    assert run.outcomes[1].decision.target == 2
+    # THEN the 3 idle ones are drained and the 2 busy ones kept, not ceil(2/8) = 1
+    outcome = run.outcomes[1]
+    assert outcome.target == 2
+    assert outcome.drain is not None
+    assert sorted(outcome.drain.released) == [host("etl", 1), host("etl", 3), host("etl", 4)]
+
+
+def test_a_worker_that_gets_a_task_during_the_drain_is_kept_and_resumed() -> None:
+    # GIVEN 3 idle etl workers past the idle period
+    ports = make_ports(counts={}, depths={}, desired={"etl": 3})
+    idle_for_an_hour(ports)
+    control = ports.control
+    assert isinstance(control, InMemoryWorkerControl)
+
+    # AND a task that reaches worker 1 between the decision and its cancel (prefetched)
+    def land(name: str) -> None:
+        if name == host("etl", 1):
+            control.counts[name] = 1
+
+    control.on_cancel = land
+    # WHEN the autoscaler evaluates
+    run = evaluate(QUEUES, ports, AT)
+    # THEN workers 0 and 2 are released and counted down; worker 1 keeps its protection and
+    # consumes again
+    outcome = run.outcomes[1]
+    assert outcome.drain is not None
+    assert sorted(outcome.drain.released) == [host("etl", 0), host("etl", 2)]
+    assert [name for name, _ in outcome.drain.kept] == [host("etl", 1)]
+    assert "received 1 task(s) during the drain" in outcome.drain.reason
+    assert isinstance(ports.services, InMemoryWorkerServices)
+    assert ports.services.released["worker-etl"] == {"etl0", "etl2"}
+    assert ports.services.calls == [("worker-etl", 1)]
+    assert host("etl", 1) in control.consuming
+    assert ("resume", (host("etl", 1),)) in control.calls
+
+
+def test_a_worker_that_does_not_answer_the_idle_check_is_kept() -> None:
+    ports = make_ports(counts={}, depths={}, desired={"etl": 2})
+    idle_for_an_hour(ports)
+    control = ports.control
+    assert isinstance(control, InMemoryWorkerControl)
+    control.on_cancel = lambda name: control.silent.add(name) if name == host("etl", 0) else None
+    run = evaluate(QUEUES, ports, AT)
+    assert run.outcomes[1].drain is not None
+    assert run.outcomes[1].drain.released == (host("etl", 1),)
+    assert run.outcomes[1].target == 1
+
+
+def test_an_unprotected_stranger_blocks_every_release() -> None:
+    # GIVEN an etl worker that holds no protection yet (still starting), besides 2 idle ones
+    ports = make_ports(counts={}, depths={}, desired={"etl": 3}, busy={"etl": [0, 0]})
+    idle_for_an_hour(ports)
+    assert isinstance(ports.services, InMemoryWorkerServices)
+    ports.services.released["worker-etl"] = {"starting-task"}
+    # WHEN the autoscaler evaluates
+    run = evaluate(QUEUES, ports, AT)
+    # THEN nothing is released nor lowered (ECS could stop the stranger), and all consume again
+    outcome = run.outcomes[1]
+    assert outcome.drain is not None
+    assert outcome.drain.released == ()
+    assert outcome.target == 3
+    assert ports.services.calls == []
+    assert isinstance(ports.control, InMemoryWorkerControl)
+    assert {host("etl", 0), host("etl", 1)} <= ports.control.consuming
+
+
+def test_a_failed_count_update_resumes_the_released_workers() -> None:
+    ports = make_ports(counts={}, depths={}, desired={"etl": 2}, throttle={"update"})
+    idle_for_an_hour(ports)
+    run = evaluate(QUEUES, ports, AT)
+    assert any("ThrottlingException" in e for e in run.errors)
+    assert isinstance(ports.control, InMemoryWorkerControl)
+    assert {host("etl", 0), host("etl", 1)} <= ports.control.consuming
+    assert not run.outcomes[1].applied
 
 
 def test_hibernated_environment_starts_nothing() -> None:
@@ -233,10 +325,10 @@ def test_prewarm_starts_a_worker_before_a_due_dag_run() -> None:
     assert [(o.decision.queue, o.decision.target) for o in run.outcomes] == [("default", 1), ("etl", 0)]
 
 
-def test_idle_clock_is_stored_between_runs() -> None:
+def test_idle_clocks_are_stored_between_runs() -> None:
     ports = make_ports(counts={}, depths={}, desired={"etl": 3})
     evaluate(QUEUES, ports, AT)
     assert isinstance(ports.memory, InMemoryStore)
-    assert ports.memory.values["worker-etl"].idle_since == AT
+    assert ports.memory.values["worker-etl"].idle_since == {host("etl", i): AT for i in range(3)}
     run = evaluate(QUEUES, ports, AT + timedelta(minutes=11))
     assert run.outcomes[1].decision.action is Action.SCALE_DOWN

@@ -11,13 +11,15 @@ from airflow_control_plane.cli import cli
 from airflow_control_plane.errors import InvalidInputError
 from airflow_control_plane.scaling.config import QueueScaling, parse_queue_map
 from airflow_control_plane.scaling.simulate import (
+    POLICIES,
+    TRACES_DIR,
     WEEKDAY_QUEUES_JSON,
-    WEEKDAY_TRACE,
     SimulationSettings,
     Strategy,
     TraceTask,
     compare,
     load_trace,
+    lower_bound_hours,
     simulate,
 )
 
@@ -64,18 +66,87 @@ def test_waits_include_the_worker_start_up_from_zero() -> None:
     assert result.max_wait == pytest.approx(95, abs=5)
 
 
-def test_shipped_trace_figures() -> None:
-    # GIVEN the shipped weekday trace and its queue map
+SHIPPED_TRACES = sorted(TRACES_DIR.glob("*.csv"))
+
+
+def test_every_shape_is_shipped() -> None:
+    names = {t.stem for t in SHIPPED_TRACES}
+    assert {"weekday", "hourly_bursts", "single_spike", "quiet_lone_tasks", "long_and_short"} <= names
+    assert "business_drizzle" in names
+
+
+@pytest.mark.parametrize("trace", SHIPPED_TRACES, ids=[t.stem for t in SHIPPED_TRACES])
+def test_shipped_traces_meet_the_bound_against_keda(trace: Path) -> None:
+    # GIVEN a shipped trace and the project's default queue settings (idle period = start-up)
     queues = parse_queue_map(WEEKDAY_QUEUES_JSON)
-    tasks = load_trace(WEEKDAY_TRACE, [q.queue for q in queues])
-    # WHEN the three strategies replay it
-    results = {r.strategy: r for r in compare(tasks, queues, SimulationSettings())}
-    # THEN the policy kills nothing, costs far less than always-on, and completes every task
-    assert results[Strategy.POLICY].tasks_killed == 0
-    assert results[Strategy.POLICY_WAKE].tasks_killed == 0
-    assert results[Strategy.POLICY].worker_hours < 0.25 * results[Strategy.ALWAYS_ON].worker_hours
-    assert results[Strategy.POLICY].tasks_completed == len(tasks)
-    assert results[Strategy.ALWAYS_ON].worker_hours == pytest.approx(sum(q.max_workers for q in queues) * 24)
+    tasks = load_trace(trace, [q.queue for q in queues])
+    # WHEN every strategy replays it
+    comparison = compare(tasks, queues, SimulationSettings())
+    # THEN each policy costs at most 1.15x plain KEDA's worker-hours, kills nothing, and its p95
+    # wait is at most KEDA's + 15 s; every task completes; nothing beats the clairvoyant bound
+    for strategy in POLICIES:
+        ok, text = comparison.verdict(strategy)
+        assert ok, text
+        assert comparison.result(strategy).tasks_completed == len(tasks)
+    for result in comparison.results:
+        assert result.worker_hours >= comparison.lower_bound_hours * 0.999
+    always_on = comparison.result(Strategy.ALWAYS_ON)
+    assert always_on.worker_hours == pytest.approx(sum(q.max_workers for q in queues) * 24)
+
+
+def test_lower_bound_is_ceil_of_active_tasks_over_concurrency() -> None:
+    # GIVEN 3 tasks of 100 s at once on concurrency 2, then one of 50 s alone
+    tasks = [TraceTask(0, 100, "etl")] * 3 + [TraceTask(200, 50, "etl")]
+    # THEN the bound is 2 workers x 100 s + 1 worker x 50 s
+    assert lower_bound_hours(tasks, ONE_QUEUE) == pytest.approx(250 / 3600)
+
+
+def test_a_task_dispatched_during_a_drain_keeps_its_worker() -> None:
+    # GIVEN two workers (concurrency 2, ready at t=45) idle from t=105, and a task arriving 2 s
+    # after the scaler's evaluation at t=120 chose both for a drain
+    settings = SimulationSettings(startup_delay=45, evaluate_every=60, tick=5, horizon=3600)
+    tasks = [TraceTask(0, 60, "etl")] * 4 + [TraceTask(122, 600, "etl")]
+    queue = (QueueScaling("etl", "worker-etl", concurrency=2, min_workers=0, max_workers=4),)
+    # WHEN replayed under the policy (idle period = the 45 s start-up)
+    result = simulate(tasks, queue, Strategy.POLICY, settings)
+    # THEN the worker that got the task in the race window is kept (counted as raced), the
+    # other stops, and nothing is killed; the task waited no start-up
+    assert result.raced == 1
+    assert result.tasks_killed == 0
+    assert result.tasks_completed == 5
+    assert result.max_wait <= settings.tick + 60 + 45  # the burst's cold start, not the late task's
+
+
+def test_prefetch_holds_tasks_on_a_worker() -> None:
+    # GIVEN one worker of concurrency 2 already up and prefetch x2: 4 tasks fit on it at once
+    settings = SimulationSettings(
+        startup_delay=45, evaluate_every=60, tick=5, horizon=3600, prefetch_multiplier=2
+    )
+    queue = (QueueScaling("etl", "w", concurrency=2, min_workers=1, max_workers=1),)
+    result = simulate([TraceTask(10, 100, "etl")] * 4, queue, Strategy.POLICY, settings)
+    # THEN two run, two wait reserved on that worker for a slot
+    assert result.max_wait == pytest.approx(100, abs=5)
+
+
+def test_prewarm_removes_the_cold_start_of_scheduled_runs() -> None:
+    # GIVEN a scheduled run at 06:00 (known in advance) on an empty queue
+    settings = SimulationSettings(startup_delay=45, evaluate_every=60, tick=5, horizon=8 * 3600)
+    tasks = [TraceTask(6 * 3600 + 2, 300, "etl", scheduled=6 * 3600)]
+    # WHEN replayed with and without pre-warm
+    cold = simulate(tasks, ONE_QUEUE, Strategy.POLICY_WAKE, settings)
+    warm = simulate(tasks, ONE_QUEUE, Strategy.POLICY_PREWARM, settings)
+    # THEN without it the task waits the start-up; with it, no more than a tick
+    assert cold.max_wait >= 45
+    assert warm.max_wait <= settings.tick
+    # AND it costs at most a start-up plus one evaluation interval of extra worker time
+    assert warm.worker_hours - cold.worker_hours <= (45 + 60) / 3600
+
+
+def test_scheduled_after_arrival_is_rejected(tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival,duration,queue,scheduled\n06:00,60,etl,06:05\n")
+    with pytest.raises(InvalidInputError, match="after the task's arrival"):
+        load_trace(trace, ["etl"])
 
 
 @pytest.mark.parametrize(
@@ -95,14 +166,19 @@ def test_bad_traces_are_rejected_with_the_line(tmp_path: Path, content: str, mes
         load_trace(trace, ["etl"])
 
 
-def test_simulate_command_prints_all_three_strategies(tmp_path: Path) -> None:
+def test_simulate_command_prints_every_strategy_and_the_bound(tmp_path: Path) -> None:
     trace = tmp_path / "t.csv"
     trace.write_text("arrival,duration,queue\n06:00,600,etl\n06:00:30,120,etl\n")
     queues = '[{"queue": "etl", "service": "w", "concurrency": 1, "max": 2, "idle_seconds": 60}]'
-    result = CliRunner().invoke(cli, ["simulate", str(trace), "--startup-delay", "30", "--queues", queues])
+    result = CliRunner().invoke(
+        cli, ["simulate", str(trace), "--startup-delay", "30", "--queues", queues, "--check"]
+    )
     assert result.exit_code == 0, result.output
-    for name in ("policy", "policy+wake", "keda", "always-on", "p95 wait", "killed"):
+    for name in ("policy", "policy+wake", "policy+prewarm", "keda", "always-on", "p95 wait", "killed"):
         assert name in result.output
+    assert "lower bound" in result.output
+    assert "changes/h" in result.output
+    assert "x KEDA worker-hours" in result.output
 
 
 def test_wake_up_removes_the_wait_for_the_next_scheduled_run() -> None:

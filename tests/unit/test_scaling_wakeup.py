@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from airflow_control_plane.scaling.request import parse_request
-from airflow_control_plane.scaling.wakeup import LambdaWaker, WakeUpHook, should_wake
+from airflow_control_plane.scaling.wakeup import LambdaWaker, WakeUpHook, install_wakeup_hook, should_wake
 
 pytestmark = pytest.mark.unit
 
@@ -69,3 +69,15 @@ def test_lambda_waker_sends_an_async_wake_up_event_the_handler_accepts() -> None
     request = parse_request(json.loads(call["Payload"]), now=__import__("datetime").datetime.now())
     assert request.trigger == "Worker wake-up"
     assert request.dry_run is False
+
+
+def test_a_wake_up_that_cannot_be_configured_never_stops_the_scheduler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN the wake-up asked for but no AWS region (a container outside ECS, say): the container
+    # harness found the scheduler exiting at start with NoRegionError from this hook
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    # WHEN Celery's config module installs the hook THEN it is disabled, not raised
+    assert install_wakeup_hook({"AUTOSCALER_WAKEUP_FUNCTION": "airflow-dev-autoscaler"}) is None

@@ -25,6 +25,7 @@ from airflow_control_plane.errors import InvalidInputError
 from airflow_control_plane.scaling.broker import RedisQueueDepth
 from airflow_control_plane.scaling.config import QueueScaling, parse_queue_map
 from airflow_control_plane.scaling.demand import TASK_COUNTS_SQL, PgDemandReader, connection_kwargs
+from airflow_control_plane.scaling.drain import InMemoryWorkerControl, KombuWorkerControl
 from airflow_control_plane.scaling.ecs import InMemoryWorkerServices, ServiceCounts
 from airflow_control_plane.scaling.events import RecordingPublisher
 from airflow_control_plane.scaling.hibernation import FixedFlag
@@ -32,6 +33,7 @@ from airflow_control_plane.scaling.memory import InMemoryStore
 from airflow_control_plane.scaling.seed import migrate_schema, seed_bulk
 from airflow_control_plane.scaling.service import ScalingPorts, ScalingRun, evaluate
 from airflow_control_plane.scaling.simulate import (
+    POLICIES,
     WEEKDAY_QUEUES_JSON,
     WEEKDAY_TRACE,
     SimulationSettings,
@@ -64,8 +66,10 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, int]:
 def _print_run(run: ScalingRun) -> None:
     for outcome in run.outcomes:
         d = outcome.decision
-        click.echo(f"{d.queue} ({d.service}): {d.action.value} {d.current} -> {d.target}")
+        click.echo(f"{d.queue} ({d.service}): {d.action.value} {d.current} -> {outcome.target}")
         click.echo(f"  why: {d.reason}")
+        if outcome.drain is not None:
+            click.echo(f"  drain: {outcome.drain.reason}")
     for error in run.errors:
         click.secho(f"  read error (no scale-down on it): {error}", fg="yellow")
     click.echo("dry run: nothing was changed" if run.dry_run else "applied")
@@ -84,7 +88,6 @@ def _print_run(run: ScalingRun) -> None:
     '"concurrency": 16, "min": 0, "max": 4, "idle_seconds": 600}]\', or @file.json.',
 )
 @click.option("--current", multiple=True, help="QUEUE=N: the worker service's desired count now (default 0).")
-@click.option("--busy", multiple=True, help="QUEUE=N: workers holding scale-in protection now (default 0).")
 @click.option("--at", "at", default=None, help="Evaluation time, ISO 8601 (default: now).")
 @click.option("--hibernated", is_flag=True, help="Evaluate as if the environment were hibernated.")
 @click.option(
@@ -95,7 +98,6 @@ def scale_command(
     broker_url: str,
     queues_json: str,
     current: tuple[str, ...],
-    busy: tuple[str, ...],
     at: str | None,
     hibernated: bool,
     dry_run: bool,
@@ -107,14 +109,12 @@ def scale_command(
     """
     queues = _queues(queues_json)
     counts = _pairs(current, "--current")
-    busy_counts = _pairs(busy, "--busy")
     try:
         now = datetime.fromisoformat(at) if at else datetime.now(UTC)
     except ValueError:
         raise InvalidInputError(f"--at {at!r} is not an ISO 8601 time") from None
     services = InMemoryWorkerServices(
-        {q.service: ServiceCounts(counts.get(q.queue, 0), counts.get(q.queue, 0)) for q in queues},
-        {q.service: busy_counts.get(q.queue, 0) for q in queues},
+        {q.service: ServiceCounts(counts.get(q.queue, 0), counts.get(q.queue, 0)) for q in queues}
     )
     ports = ScalingPorts(
         demand=PgDemandReader.from_dsn(db_url),
@@ -123,14 +123,18 @@ def scale_command(
         memory=InMemoryStore(),
         hibernation=FixedFlag(hibernated),
         publisher=RecordingPublisher(),
+        control=KombuWorkerControl(broker_url),
     )
     _print_run(evaluate(queues, ports, now if now.tzinfo else now.replace(tzinfo=UTC), dry_run=True))
 
 
 @click.command("simulate")
-@click.argument("trace", type=click.Path(dir_okay=False, path_type=Path), default=str(WEEKDAY_TRACE))
+@click.argument("traces", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
-    "--startup-delay", default=45.0, show_default=True, help="Seconds from scale-up to a ready worker."
+    "--startup-delay",
+    default=45.0,
+    show_default=True,
+    help="Seconds from scale-up to a ready worker (the idle period defaults to it).",
 )
 @click.option("--queues", "queues_json", default=WEEKDAY_QUEUES_JSON, help="Queue map JSON, or @file.json.")
 @click.option("--evaluate-every", default=60.0, show_default=True, help="Seconds between scaler runs.")
@@ -138,26 +142,41 @@ def scale_command(
 @click.option(
     "--stop-timeout", default=120.0, show_default=True, help="Fargate stop timeout (at most 120 s)."
 )
+@click.option("--prefetch", default=1, show_default=True, help="Celery worker_prefetch_multiplier.")
 @click.option("--seed", default=7, show_default=True, help="Seed of the zone-balance choice on scale-in.")
+@click.option("--check", is_flag=True, help="Exit 1 unless every policy meets the bound against KEDA.")
 def simulate_command(
-    trace: Path,
+    traces: tuple[Path, ...],
     startup_delay: float,
     queues_json: str,
     evaluate_every: float,
     tick: float,
     stop_timeout: float,
+    prefetch: int,
     seed: int,
+    check: bool,
 ) -> None:
-    """Replay a task trace (CSV arrival,duration,queue) through the policy, KEDA and always-on."""
-    if tick <= 0 or evaluate_every <= 0 or startup_delay < 0 or not 0 <= stop_timeout <= 120:
+    """Replay task traces (CSV arrival,duration,queue[,scheduled]; default: the shipped weekday)
+    through the policy, plain KEDA and always-on, beside the clairvoyant lower bound."""
+    if tick <= 0 or evaluate_every <= 0 or startup_delay < 0 or not 0 <= stop_timeout <= 120 or prefetch < 1:
         raise InvalidInputError(
-            "need tick > 0, evaluate-every > 0, startup-delay >= 0, 0 <= stop-timeout <= 120"
+            "need tick > 0, evaluate-every > 0, startup-delay >= 0, 0 <= stop-timeout <= 120, prefetch >= 1"
         )
     queues = _queues(queues_json)
-    tasks = load_trace(trace, [q.queue for q in queues])
-    settings = SimulationSettings(startup_delay, evaluate_every, tick, stop_timeout, seed)
-    click.echo(f"trace {trace}: {len(tasks)} tasks on {len(queues)} queue(s)")
-    click.echo(format_report(compare(tasks, queues, settings), settings))
+    settings = SimulationSettings(
+        startup_delay, evaluate_every, tick, stop_timeout, seed, prefetch_multiplier=prefetch
+    )
+    failed: list[str] = []
+    for trace in traces or (WEEKDAY_TRACE,):
+        tasks = load_trace(trace, [q.queue for q in queues])
+        click.echo(f"trace {trace}: {len(tasks)} tasks on {len(queues)} queue(s)")
+        comparison = compare(tasks, queues, settings)
+        click.echo(format_report(comparison, settings))
+        failed.extend(
+            f"{trace.name}: {comparison.verdict(s)[1]}" for s in POLICIES if not comparison.verdict(s)[0]
+        )
+    if check and failed:
+        raise click.ClickException("not met: " + "; ".join(failed))
 
 
 def _bench_latency(dsn: str, broker_url: str, queues: tuple[QueueScaling, ...], repeats: int) -> list[float]:
@@ -168,6 +187,7 @@ def _bench_latency(dsn: str, broker_url: str, queues: tuple[QueueScaling, ...], 
         memory=InMemoryStore(),
         hibernation=FixedFlag(False),
         publisher=RecordingPublisher(),
+        control=InMemoryWorkerControl({}),
     )
     timings = []
     for _ in range(repeats):
@@ -228,8 +248,8 @@ def bench_scaling_command(pg_url: str, broker_url: str, rows: int, repeats: int,
         admin.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
     settings = SimulationSettings()
-    results = compare(load_trace(WEEKDAY_TRACE, [q.queue for q in queues]), queues, settings)
-    click.echo(format_report(results, settings))
+    comparison = compare(load_trace(WEEKDAY_TRACE, [q.queue for q in queues]), queues, settings)
+    click.echo(format_report(comparison, settings))
 
 
 COMMANDS: list[click.Command] = [scale_command, simulate_command, bench_scaling_command]

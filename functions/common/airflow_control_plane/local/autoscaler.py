@@ -34,6 +34,7 @@ from airflow_control_plane.local.worker_services import LocalWorkerServices
 from airflow_control_plane.scaling.broker import RedisQueueDepth
 from airflow_control_plane.scaling.config import QueueScaling
 from airflow_control_plane.scaling.demand import PgDemandReader, connection_kwargs
+from airflow_control_plane.scaling.drain import KombuWorkerControl
 from airflow_control_plane.scaling.events import RecordingPublisher
 from airflow_control_plane.scaling.hibernation import FileFlag
 from airflow_control_plane.scaling.memory import JsonFileStore
@@ -179,7 +180,9 @@ def set_hibernated(paths: StatePaths, hibernated: bool) -> None:
         flag.unlink(missing_ok=True)
 
 
-def build_ports(paths: StatePaths, ecs: ServiceControl) -> tuple[ScalingPorts, LocalWorkerServices]:
+def build_ports(
+    paths: StatePaths, ecs: ServiceControl, *, interval_s: float = 5.0
+) -> tuple[ScalingPorts, LocalWorkerServices]:
     state = RuntimeState.load(paths)
     if not state.database_url or not state.redis_url:
         raise ConfigError(f"{paths.settings} records no database or Redis URL; run `afctl up` first")
@@ -190,7 +193,7 @@ def build_ports(paths: StatePaths, ecs: ServiceControl) -> tuple[ScalingPorts, L
 
         return pg8000.native.Connection(**kwargs)
 
-    services = LocalWorkerServices(ecs, connect)
+    services = LocalWorkerServices(ecs)
     ports = ScalingPorts(
         demand=PgDemandReader(connect),
         broker=RedisQueueDepth.from_url(state.redis_url),
@@ -198,13 +201,14 @@ def build_ports(paths: StatePaths, ecs: ServiceControl) -> tuple[ScalingPorts, L
         memory=JsonFileStore(memory_file(paths)),
         hibernation=FileFlag(hibernation_flag(paths)),
         publisher=RecordingPublisher(),
+        control=KombuWorkerControl(state.redis_url),
+        interval_s=interval_s,
     )
     return ports, services
 
 
 def run_record(run: ScalingRun, now: datetime, services: LocalWorkerServices) -> list[dict[str, Any]]:
     """One JSON-able record per decision (what the log file holds)."""
-    protection = services.last_protection
     records = []
     for outcome in run.outcomes:
         d = outcome.decision
@@ -215,16 +219,17 @@ def run_record(run: ScalingRun, now: datetime, services: LocalWorkerServices) ->
                 "service": d.service,
                 "action": d.action.value,
                 "current": d.current,
-                "target": d.target,
+                "target": outcome.target,
                 "running_workers": outcome.running,
                 "applied": outcome.applied,
                 "demand": d.demand,
                 "needed": d.needed,
-                "idle_since": d.memory.idle_since.isoformat() if d.memory.idle_since else None,
-                "protection": protection.reason if protection else None,
+                "idle_since": {n: t.isoformat() for n, t in sorted(d.memory.idle_since.items())},
+                "drained": list(outcome.drain.released) if outcome.drain else [],
+                "kept": [f"{n}: {why}" for n, why in outcome.drain.kept] if outcome.drain else [],
                 "hibernated": run.hibernated,
                 "errors": list(run.errors),
-                "reason": d.reason,
+                "reason": d.reason + (f"; {outcome.drain.reason}" if outcome.drain else ""),
             }
         )
     return records
@@ -233,7 +238,6 @@ def run_record(run: ScalingRun, now: datetime, services: LocalWorkerServices) ->
 def tick(
     settings: AutoscalerSettings, ports: ScalingPorts, services: LocalWorkerServices, now: datetime
 ) -> list[dict[str, Any]]:
-    services.last_protection = None
     run = evaluate([settings.scaling], ports, now)
     records = run_record(run, now, services)
     log_path = decisions_log(StatePaths(settings.state_dir))
@@ -271,7 +275,7 @@ def run_loop(
 ) -> None:
     """Evaluate every ``interval_s`` until stopped (SIGTERM ends the process between ticks)."""
     paths = StatePaths(settings.state_dir)
-    ports, services = build_ports(paths, LocalEcs(paths))
+    ports, services = build_ports(paths, LocalEcs(paths), interval_s=settings.interval_s)
     done = 0
     while ticks is None or done < ticks:
         started = time.monotonic()

@@ -29,6 +29,8 @@ class ServiceControl(Protocol):
 
     def describe(self) -> list[ServiceState]: ...
 
+    def release_protection(self, service: str, indices: list[int]) -> list[int]: ...
+
 
 class SupervisorNotRunning(TransientError):
     """The local supervisor is not running (nothing is up)."""
@@ -73,6 +75,10 @@ class LocalEcs:
 
     def describe(self) -> list[ServiceState]:
         return [ServiceState.from_json(s) for s in self._call({"op": "describe"})["services"]]
+
+    def release_protection(self, service: str, indices: list[int]) -> list[int]:
+        answer = self._call({"op": "release_protection", "service": service, "indices": indices})
+        return [int(i) for i in answer.get("released", [])]
 
     def is_running(self) -> bool:
         try:
@@ -139,6 +145,7 @@ class InMemoryServices:
     def __init__(self, services: tuple[str, ...]) -> None:
         self.desired: dict[str, int] = dict.fromkeys(services, 0)
         self.calls: list[tuple[str, int]] = []
+        self.released: dict[str, set[int]] = {}
 
     def set_desired_count(self, service: str, count: int) -> None:
         if service not in self.desired:
@@ -148,6 +155,20 @@ class InMemoryServices:
 
     def describe(self) -> list[ServiceState]:
         return [
-            ServiceState(name, n, n, 0, tuple(range(1000, 1000 + n)), 0, None, True)
+            ServiceState(
+                name,
+                n,
+                n,
+                0,
+                tuple(range(1000, 1000 + n)),
+                0,
+                None,
+                True,
+                unprotected=tuple(sorted(i for i in self.released.get(name, set()) if i < n)),
+            )
             for name, n in self.desired.items()
         ]
+
+    def release_protection(self, service: str, indices: list[int]) -> list[int]:
+        self.released.setdefault(service, set()).update(indices)
+        return sorted(indices)

@@ -19,6 +19,7 @@ class ProcessView:
     pid: int
     started_at: float
     stopping: bool = False
+    protected: bool = True  # scale-in protection: unprotected processes are stopped first
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,11 @@ class ReconcilePlan:
 
 
 def _plan_stops(service: str, want: int, active: list[ProcessView]) -> list[StopProcess]:
-    extra = sorted(active, key=lambda p: p.index, reverse=True)[: max(0, len(active) - want)]
+    """Unprotected processes first (as ECS stops only unprotected tasks on scale-in), then the
+    highest slot indices."""
+    extra = sorted(active, key=lambda p: (not p.protected, p.index), reverse=True)[
+        : max(0, len(active) - want)
+    ]
     return [
         StopProcess(
             service, p.index, p.pid, f"desired {want}, running {len(active)}: stop {service}[{p.index}]"

@@ -2,7 +2,8 @@
 
 One JSON request line, one JSON response line, over the supervisor's unix socket:
 ``{"op": "describe"}``, ``{"op": "set_desired", "service": ..., "count": ...}``,
-``{"op": "shutdown"}``. Responses carry ``"ok"`` and either data or an ``"error"``.
+``{"op": "release_protection", "service": ..., "indices": [...]}``, ``{"op": "shutdown"}``.
+Responses carry ``"ok"`` and either data or an ``"error"``.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ class ServiceState:
     last_exit_code: int | None
     steady: bool
     waiting: tuple[str, ...] = ()
+    unprotected: tuple[int, ...] = ()  # slot indices whose scale-in protection was released
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["pids"] = list(self.pids)
         data["waiting"] = list(self.waiting)
+        data["unprotected"] = list(self.unprotected)
         return data
 
     @classmethod
@@ -46,6 +49,7 @@ class ServiceState:
                 last_exit_code=None if data["last_exit_code"] is None else int(data["last_exit_code"]),
                 steady=bool(data["steady"]),
                 waiting=tuple(str(w) for w in data.get("waiting", ())),
+                unprotected=tuple(int(i) for i in data.get("unprotected", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ControlPlaneError(f"malformed service state from the supervisor: {data!r}") from exc

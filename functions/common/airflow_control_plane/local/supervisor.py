@@ -52,6 +52,8 @@ class _Proc:
     stopping: bool = False
     kill_at: float | None = None
     killed: bool = False
+    # Scale-in protection, held from the start like an ECS worker's; released by the scaler's drain.
+    protected: bool = True
     # Descendants seen while stopping (task processes leave the group; see proc.descendants).
     tree: set[int] = field(default_factory=set)
 
@@ -215,7 +217,9 @@ class Supervisor:
         self._reap(now)
         proc.reap_orphans({p.pid for p in self.procs})
         desired = {} if self.shutting_down else self.desired
-        views = [ProcessView(p.service, p.index, p.pid, p.started_at, p.stopping) for p in self.procs]
+        views = [
+            ProcessView(p.service, p.index, p.pid, p.started_at, p.stopping, p.protected) for p in self.procs
+        ]
         plan = plan_reconcile(desired, views, self.histories, now, self.policy)
         for stop in plan.stops:
             target = next(p for p in self.procs if p.pid == stop.pid)
@@ -263,6 +267,7 @@ class Supervisor:
                     last_exit_code=None if last is None else last.last_exit_code,
                     steady=len(active) == want and not stopping and settled,
                     waiting=tuple(w for w in self.waiting if w.startswith(f"{name}[")),
+                    unprotected=tuple(sorted(p.index for p in active if not p.protected)),
                 )
             )
         return states
@@ -273,10 +278,23 @@ class Supervisor:
             return {"ok": True, "services": [s.to_json() for s in self.describe(now)]}
         if op == "set_desired":
             return self._set_desired(request.get("service"), request.get("count"), now)
+        if op == "release_protection":
+            return self._release(request.get("service"), request.get("indices"))
         if op == "shutdown":
             self.shutting_down = True
             return {"ok": True}
         return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def _release(self, service: object, indices: object) -> dict[str, Any]:
+        """ECS UpdateTaskProtection(false): the next scale-in stops these slots first."""
+        if not isinstance(indices, list) or not all(isinstance(i, int) for i in indices):
+            return {"ok": False, "error": f"indices must be a list of integers, got {indices!r}"}
+        released = []
+        for p in self.procs:
+            if p.service == service and p.index in indices and not p.stopping:
+                p.protected = False
+                released.append(p.index)
+        return {"ok": True, "released": sorted(released)}
 
     def _set_desired(self, service: object, count: object, now: float) -> dict[str, Any]:
         if not isinstance(service, str) or service not in self.spec.services:

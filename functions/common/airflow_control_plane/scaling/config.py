@@ -3,8 +3,14 @@
 The map arrives as JSON (env ``WORKER_QUEUES``), one object per queue::
 
     [{"queue": "default", "service": "airflow-dev-worker-default", "concurrency": 16,
-      "min": 0, "max": 10, "idle_seconds": 600, "prewarm_seconds": 120,
+      "min": 0, "max": 10, "startup_seconds": 75, "prewarm_seconds": 120,
       "capacity_provider": "FARGATE_SPOT"}]
+
+``startup_seconds`` is the measured time from "scale up" to a worker taking tasks (Fargate:
+30-60 s from RunTask to RUNNING for a 400 MB image, then the worker's own start). The idle
+period ``idle_seconds`` defaults to it: keeping an idle worker for as long as a restart takes
+costs about what the restart costs (the ski-rental break-even), and no more is worth paying
+when every worker is protected until it is drained.
 
 Every mistake is reported with the entry and the field it concerns; nothing defaults
 silently except the documented optional fields.
@@ -20,10 +26,20 @@ from typing import Any
 from airflow_control_plane.config import optional_bool, optional_str, require_str
 from airflow_control_plane.errors import ConfigError
 
-DEFAULT_IDLE_SECONDS = 600
+DEFAULT_STARTUP_SECONDS = 75  # Fargate RunTask -> RUNNING (30-60 s) + the Celery worker's start
 DEFAULT_PREWARM_SECONDS = 0
 _KNOWN_FIELDS = frozenset(
-    {"queue", "service", "concurrency", "min", "max", "idle_seconds", "prewarm_seconds", "capacity_provider"}
+    {
+        "queue",
+        "service",
+        "concurrency",
+        "min",
+        "max",
+        "idle_seconds",
+        "startup_seconds",
+        "prewarm_seconds",
+        "capacity_provider",
+    }
 )
 
 
@@ -36,9 +52,15 @@ class QueueScaling:
     concurrency: int
     min_workers: int
     max_workers: int
-    idle_seconds: int = DEFAULT_IDLE_SECONDS
+    idle_seconds: int | None = None  # None: the start-up time (break-even)
     prewarm_seconds: int = DEFAULT_PREWARM_SECONDS
     capacity_provider: str | None = None
+    startup_seconds: int = DEFAULT_STARTUP_SECONDS
+
+    @property
+    def idle_period(self) -> int:
+        """Seconds a worker stays idle before it is drained: as set, else the start-up time."""
+        return self.startup_seconds if self.idle_seconds is None else self.idle_seconds
 
 
 def _int_field(entry: Mapping[str, Any], name: str, where: str, *, default: int | None, minimum: int) -> int:
@@ -79,7 +101,14 @@ def _parse_entry(entry: object, index: int) -> QueueScaling:
         concurrency=_int_field(entry, "concurrency", where, default=None, minimum=1),
         min_workers=_int_field(entry, "min", where, default=0, minimum=0),
         max_workers=_int_field(entry, "max", where, default=None, minimum=0),
-        idle_seconds=_int_field(entry, "idle_seconds", where, default=DEFAULT_IDLE_SECONDS, minimum=0),
+        idle_seconds=(
+            None
+            if entry.get("idle_seconds") is None
+            else _int_field(entry, "idle_seconds", where, default=None, minimum=0)
+        ),
+        startup_seconds=_int_field(
+            entry, "startup_seconds", where, default=DEFAULT_STARTUP_SECONDS, minimum=0
+        ),
         prewarm_seconds=_int_field(
             entry, "prewarm_seconds", where, default=DEFAULT_PREWARM_SECONDS, minimum=0
         ),
@@ -126,6 +155,7 @@ class AutoscalerConfig:
     event_bus: str = "default"
     broker_key_prefix: str = ""
     dry_run: bool = False
+    interval_s: float = 60.0  # the schedule's period: the policy's next chance to act
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AutoscalerConfig:
@@ -139,4 +169,17 @@ class AutoscalerConfig:
             event_bus=optional_str("EVENT_BUS_NAME", "default", env),
             broker_key_prefix=optional_str("BROKER_KEY_PREFIX", "", env),
             dry_run=optional_bool("DRY_RUN", False, env),
+            interval_s=_positive_float(
+                "SCALER_INTERVAL_SECONDS", optional_str("SCALER_INTERVAL_SECONDS", "60", env)
+            ),
         )
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")
+    return value

@@ -16,17 +16,20 @@ the API reference for UpdateTaskProtection):
 Service Auto Scaling acts only by changing the service's desired count, and the service
 scheduler chooses which tasks to stop, so a plain ``UpdateService(desiredCount=...)`` is the
 same scale-in event. The documentation does not spell out that case word for word, so the
-design does not rely on protection alone: the policy never sets a desired count below the
-number of protected (busy) workers -- which also keeps DEPLOYMENT_BLOCKED from ever stopping a
-worker from protecting itself -- and never scales down when protection cannot be read.
+design does not rely on it alone: every worker protects itself from its start, the scaler
+lowers the count only by the workers it drained and released (:mod:`.drain`), after reading
+every other running worker as protected, and releases nothing when protection cannot be read.
+A drained worker is idle and consumes nothing, so even a wrong pick by ECS would stop no task.
 
 moto 5.2.5 implements DescribeServices, UpdateService, ListTasks and tags, but not
-GetTaskProtection/UpdateTaskProtection; the contract tests cover those two calls with
-botocore's Stubber, which validates requests and responses against the real service model.
+GetTaskProtection/UpdateTaskProtection (checked: no ``task_protection`` in ``moto/ecs``); the
+contract tests cover those two calls with botocore's Stubber, which validates requests and
+responses against the real service model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -60,8 +63,12 @@ class WorkerServices(Protocol):
         """Ask for ``count`` workers. Lowering it must never stop a protected worker."""
         ...
 
-    def protected_workers(self, service: str) -> int:
-        """How many workers currently hold scale-in protection (are running tasks)."""
+    def unprotected(self, service: str) -> set[str]:
+        """Ids of the running workers that hold no scale-in protection."""
+        ...
+
+    def release(self, service: str, ids: Sequence[str]) -> set[str]:
+        """Release those workers' scale-in protection; returns the ids released."""
         ...
 
 
@@ -116,9 +123,9 @@ class EcsWorkerServices:
             raise _ecs_error(f"ListTasks({service})", exc) from exc
         return arns
 
-    def protected_workers(self, service: str) -> int:
+    def unprotected(self, service: str) -> set[str]:
         arns = self._task_arns(service)
-        protected = 0
+        found: set[str] = set()
         for start in range(0, len(arns), GET_TASK_PROTECTION_BATCH):
             batch = arns[start : start + GET_TASK_PROTECTION_BATCH]
             try:
@@ -127,22 +134,49 @@ class EcsWorkerServices:
                 raise _ecs_error(f"GetTaskProtection({service})", exc) from exc
             failures = [f for f in response.get("failures", []) if f.get("reason") != "MISSING"]
             if failures:
-                # A task whose protection cannot be read might be busy: the count is unknown.
+                # A task whose protection cannot be read might be unprotected: unknown.
                 raise TransientError(
                     f"GetTaskProtection({service}) failed for {len(failures)} task(s): {failures}"
                 )
-            protected += sum(
-                1 for task in response.get("protectedTasks", []) if task.get("protectionEnabled")
+            answered = {task.get("taskArn", "") for task in response.get("protectedTasks", [])}
+            found.update(
+                task_id(task["taskArn"])
+                for task in response.get("protectedTasks", [])
+                if not task.get("protectionEnabled")
             )
-        return protected
+            missing = {f.get("arn", "") for f in response.get("failures", [])}
+            found.update(task_id(arn) for arn in batch if arn not in answered and arn not in missing)
+        return found
+
+    def release(self, service: str, ids: Sequence[str]) -> set[str]:
+        released: set[str] = set()
+        for start in range(0, len(ids), GET_TASK_PROTECTION_BATCH):
+            batch = list(ids[start : start + GET_TASK_PROTECTION_BATCH])
+            try:
+                response = self._client.update_task_protection(
+                    cluster=self._cluster, tasks=batch, protectionEnabled=False
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise _ecs_error(f"UpdateTaskProtection({service}, release {batch})", exc) from exc
+            released.update(
+                task_id(task["taskArn"])
+                for task in response.get("protectedTasks", [])
+                if not task.get("protectionEnabled")
+            )
+        return released
+
+
+def task_id(arn: str) -> str:
+    """The task id at the end of an ECS task ARN (``.../task/<cluster>/<id>``); an id stays an id."""
+    return arn.rsplit("/", 1)[-1]
 
 
 class InMemoryWorkerServices:
-    """Fake for unit tests and the simulation: counts in a dict, protected = busy workers."""
+    """Fake for unit tests: counts in a dict; every worker protected until released."""
 
-    def __init__(self, services: dict[str, ServiceCounts], protected: dict[str, int] | None = None) -> None:
+    def __init__(self, services: dict[str, ServiceCounts]) -> None:
         self.services = dict(services)
-        self.protected = dict(protected or {})
+        self.released: dict[str, set[str]] = {}
         self.calls: list[tuple[str, int]] = []
 
     def describe(self, service: str) -> ServiceCounts:
@@ -155,5 +189,9 @@ class InMemoryWorkerServices:
         current = self.describe(service)
         self.services[service] = ServiceCounts(count, current.running, current.pending)
 
-    def protected_workers(self, service: str) -> int:
-        return self.protected.get(service, 0)
+    def unprotected(self, service: str) -> set[str]:
+        return set(self.released.get(service, set()))
+
+    def release(self, service: str, ids: Sequence[str]) -> set[str]:
+        self.released.setdefault(service, set()).update(ids)
+        return set(ids)

@@ -1,9 +1,10 @@
-"""Where the idle clock (:class:`ScaleMemory`) is stored between evaluations.
+"""Where the per-worker idle clocks (:class:`ScaleMemory`) are stored between evaluations.
 
-On AWS it is two tags on the worker service itself (``autoscaler:idle-since``,
-``autoscaler:peak-needed``): no extra resource, it lives and dies with the service, and an
-operator sees it in the console. Locally it is a JSON file. A clock that cannot be read
-restarts (the scale-down then waits one more idle period): the safe direction.
+On AWS they are tags on the worker service itself, one per idle worker
+(``autoscaler:idle:<worker hostname>`` = ISO time; a service holds at most 50 tags, far more
+than a queue's workers): no extra resource, they live and die with the service, and an
+operator sees them in the console. Locally they are a JSON file. A clock that cannot be read
+restarts (the worker then waits one more idle period): the safe direction.
 """
 
 from __future__ import annotations
@@ -25,9 +26,7 @@ if TYPE_CHECKING:
 else:
     ECSClient = Any
 
-IDLE_SINCE_TAG = "autoscaler:idle-since"
-PEAK_NEEDED_TAG = "autoscaler:peak-needed"
-_NONE = "none"
+IDLE_TAG_PREFIX = "autoscaler:idle:"
 
 
 class MemoryStore(Protocol):
@@ -39,23 +38,22 @@ class MemoryStore(Protocol):
 
 
 def encode(memory: ScaleMemory) -> dict[str, str]:
-    return {
-        IDLE_SINCE_TAG: memory.idle_since.isoformat() if memory.idle_since else _NONE,
-        PEAK_NEEDED_TAG: str(memory.peak_needed),
-    }
+    return {IDLE_TAG_PREFIX + name: since.isoformat() for name, since in sorted(memory.idle_since.items())}
 
 
 def decode(values: dict[str, str]) -> ScaleMemory:
-    """Read a stored clock; anything malformed reads as "no clock" (restart, the safe way)."""
-    raw = values.get(IDLE_SINCE_TAG, _NONE)
-    try:
-        since = None if raw == _NONE else datetime.fromisoformat(raw)
-        peak = int(values.get(PEAK_NEEDED_TAG, "0"))
-    except ValueError:
-        return ScaleMemory()
-    if since is not None and since.tzinfo is None:
-        return ScaleMemory()
-    return ScaleMemory(since, peak) if since else ScaleMemory()
+    """Read stored clocks; a malformed one is dropped (that worker's clock restarts, the safe way)."""
+    clocks: dict[str, datetime] = {}
+    for key, raw in values.items():
+        if not key.startswith(IDLE_TAG_PREFIX) or len(key) == len(IDLE_TAG_PREFIX):
+            continue
+        try:
+            since = datetime.fromisoformat(raw)
+        except (TypeError, ValueError):
+            continue
+        if since.tzinfo is not None:
+            clocks[key[len(IDLE_TAG_PREFIX) :]] = since
+    return ScaleMemory(clocks)
 
 
 class InMemoryStore:
@@ -122,8 +120,21 @@ class EcsTagStore:
         return decode({t["key"]: t["value"] for t in tags if "key" in t and "value" in t})
 
     def save(self, service: str, memory: ScaleMemory) -> None:
-        tags = [{"key": k, "value": v} for k, v in encode(memory).items()]
+        wanted = encode(memory)
+        arn = self._arn(service)
         try:
-            self._client.tag_resource(resourceArn=self._arn(service), tags=tags)  # type: ignore[arg-type]
+            tags = self._client.list_tags_for_resource(resourceArn=arn).get("tags", [])
+            stale = [
+                t["key"]
+                for t in tags
+                if t.get("key", "").startswith(IDLE_TAG_PREFIX) and t["key"] not in wanted
+            ]
+            if stale:
+                self._client.untag_resource(resourceArn=arn, tagKeys=stale)
+            if wanted:
+                self._client.tag_resource(
+                    resourceArn=arn,
+                    tags=[{"key": k, "value": v} for k, v in wanted.items()],
+                )
         except (ClientError, BotoCoreError) as exc:
-            raise TransientError(f"ECS TagResource({service}) failed: {exc}") from exc
+            raise TransientError(f"ECS tags of {service} (idle clocks) could not be saved: {exc}") from exc

@@ -1,4 +1,4 @@
-"""The scaling decision: a pure function of demand, worker counts, the idle clock and the time.
+"""The scaling decision: a pure function of demand, the workers, their idle clocks and the time.
 
 Rules, in order (each decision carries the rule that produced it as its ``reason``):
 
@@ -11,22 +11,27 @@ Rules, in order (each decision carries the rule that produced it as its ``reason
    the broker depth covers messages the database does not show (and the database being down).
    Pre-warm raises the count to cover DAG runs due within the lead time.
 4. Up fast: a higher count is applied at once, even from a partial signal (fail-safe up).
-5. Down carefully: a lower count needs a complete signal (database, broker and the workers'
-   scale-in protection all read), an empty queue (nothing queued, nothing waiting in the
-   broker) and that state held for the whole idle period. The target is then the largest
-   count needed during the idle period, never below what running tasks need, never below the
-   number of workers holding scale-in protection (busy workers), never below min.
+5. Down per worker, at the break-even: a lower count needs a complete signal (database,
+   broker and every worker's own busy count all read) and an empty queue. Each worker has its
+   own idle clock (since when it has run and reserved nothing); a worker is worth keeping
+   only while restarting one would cost more, so a worker idle for the idle period -- by
+   default the measured worker start-up time, the ski-rental break-even -- is chosen to be
+   *drained*, longest idle first, as many as the count exceeds what demand, running tasks and
+   min need. The decision names those workers; the service drains them (stop consuming,
+   confirm idle, release scale-in protection) and lowers the count only by the drained ones.
    Zero is reached only when nothing is queued or running.
 
-The idle clock (:class:`ScaleMemory`) is stored, not derived: "no backlog since T" cannot be
-read cheaply from ``task_instance`` (no index on ``end_date``/``queued_dttm``), and a stored
-clock also covers broker-only demand. The policy returns the next memory; the service stores
-it (on AWS as tags on the worker service, locally in a JSON file).
+A worker that takes a task resets its clock, so a burst never leaves a worker to be stopped
+while it has work, and a flapping scale-in/scale-up pair costs at most one start-up of idle
+time per worker. The clocks (:class:`ScaleMemory`) are stored, not derived; the policy returns
+the next memory and the service stores it (on AWS as tags on the worker service, locally in a
+JSON file).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -77,21 +82,35 @@ class QueueDemand:
 
 
 @dataclass(frozen=True)
+class WorkerView:
+    """One live worker: its Celery hostname and how many tasks it runs or holds reserved."""
+
+    name: str
+    busy: int
+
+
+@dataclass(frozen=True)
 class WorkerCount:
-    """The worker service as ECS (or the local runtime) reports it."""
+    """The worker service as ECS (or the local runtime) reports it, with each ready worker's
+    busy count (``workers``; ``None`` = could not be read, which forbids any scale-down)."""
 
     desired: int
     running: int
-    protected: int | None  # workers holding scale-in protection (busy); None = unknown
+    workers: tuple[WorkerView, ...] | None = None
 
 
 @dataclass(frozen=True)
 class ScaleMemory:
-    """The stored idle clock: since when the queue has had no backlog while over-provisioned,
-    and the largest worker count needed since then."""
+    """The stored per-worker idle clocks: worker name -> since when it has been idle."""
 
-    idle_since: datetime | None = None
-    peak_needed: int = 0
+    idle_since: Mapping[str, datetime] = field(default_factory=dict)
+
+
+def next_clocks(memory: ScaleMemory, workers: tuple[WorkerView, ...], now: datetime) -> ScaleMemory:
+    """Advance the idle clocks: a busy worker has none, an idle one keeps its start (or starts
+    now), a worker that is gone is forgotten. Pure."""
+    clocks = {w.name: memory.idle_since.get(w.name, now) for w in workers if w.busy == 0}
+    return ScaleMemory(clocks)
 
 
 @dataclass(frozen=True)
@@ -106,6 +125,7 @@ class ScalingDecision:
     needed: int
     memory: ScaleMemory = field(default_factory=ScaleMemory)
     complete_signal: bool = True
+    drain: tuple[str, ...] = ()  # SCALE_DOWN: the workers to drain, then stop
 
     @property
     def changes_count(self) -> bool:
@@ -132,6 +152,7 @@ def _decision(
     *,
     needed: int = 0,
     memory: ScaleMemory | None = None,
+    drain: tuple[str, ...] = (),
 ) -> ScalingDecision:
     return ScalingDecision(
         queue=scaling.queue,
@@ -144,6 +165,7 @@ def _decision(
         needed=needed,
         memory=memory or ScaleMemory(),
         complete_signal=demand.database_read and demand.broker_read,
+        drain=drain,
     )
 
 
@@ -155,19 +177,25 @@ def decide(
     now: datetime,
     *,
     hibernated: bool = False,
+    interval_s: float = 0.0,
 ) -> ScalingDecision:
-    """Decide the worker count of one queue's service. Pure: no I/O, time is an input."""
+    """Decide the worker count of one queue's service. Pure: no I/O, time is an input.
+
+    ``interval_s``: seconds until the next evaluation. A worker is drained at the last
+    evaluation before its idle time would pass the idle period: keeping it until the next
+    chance to act would pay more idle time than a restart costs (ski rental on a grid)."""
     hold = Action.HOLD
     if workers is None:
         reason = "worker service could not be read: holding"
         return _decision(scaling, demand, hold, 0, 0, reason, memory=memory)
     current = workers.desired
+    clocks = memory if workers.workers is None else next_clocks(memory, workers.workers, now)
     if hibernated:
         reason = "environment is hibernated: the autoscaler does not start workers"
-        return _decision(scaling, demand, hold, current, current, reason)
+        return _decision(scaling, demand, hold, current, current, reason, memory=clocks)
     if not demand.database_read and not demand.broker_read:
         reason = "neither the metadata database nor the broker could be read: holding"
-        return _decision(scaling, demand, hold, current, current, reason, memory=memory)
+        return _decision(scaling, demand, hold, current, current, reason, memory=clocks)
 
     needed = max(
         keda_desired(demand.total, scaling),
@@ -179,21 +207,24 @@ def decide(
     )
     if needed > current:
         reason = f"{summary}; scaling up from {current} at once"
-        return _decision(scaling, demand, Action.SCALE_UP, current, needed, reason, needed=needed)
+        return _decision(
+            scaling, demand, Action.SCALE_UP, current, needed, reason, needed=needed, memory=clocks
+        )
     if needed == current:
         reason = f"{summary}; already at {current}"
-        return _decision(scaling, demand, hold, current, current, reason, needed=needed)
-    return _scale_down(scaling, demand, workers, memory, now, needed, summary)
+        return _decision(scaling, demand, hold, current, current, reason, needed=needed, memory=clocks)
+    return _scale_down(scaling, demand, workers, clocks, now, needed, summary, interval_s)
 
 
 def _scale_down(
     scaling: QueueScaling,
     demand: QueueDemand,
     workers: WorkerCount,
-    memory: ScaleMemory,
+    clocks: ScaleMemory,
     now: datetime,
     needed: int,
     summary: str,
+    interval_s: float,
 ) -> ScalingDecision:
     current = workers.desired
     hold = Action.HOLD
@@ -202,40 +233,36 @@ def _scale_down(
         for name, ok in (
             ("metadata database", demand.database_read),
             ("broker", demand.broker_read),
-            ("scale-in protection", workers.protected is not None),
+            ("per-worker busy counts", workers.workers is not None),
         )
         if not ok
     ]
     if unread:
         reason = f"{summary}; fail-safe: {', '.join(unread)} unreadable, never scale down"
-        return _decision(scaling, demand, hold, current, current, reason, needed=needed, memory=memory)
+        return _decision(scaling, demand, hold, current, current, reason, needed=needed, memory=clocks)
     if demand.backlog > 0:
         reason = f"{summary}; {demand.backlog} task(s) waiting: no scale-down while anything is queued"
-        return _decision(scaling, demand, hold, current, current, reason, needed=needed)
-    idle_since = memory.idle_since or now
-    peak = max(memory.peak_needed, needed) if memory.idle_since else needed
-    idle_for = (now - idle_since).total_seconds()
-    clock = ScaleMemory(idle_since, peak)
-    if idle_for < scaling.idle_seconds:
-        reason = (
-            f"{summary}; queue idle for {idle_for:.0f}s of the {scaling.idle_seconds}s idle period: "
-            f"keeping {current}"
-        )
-        return _decision(scaling, demand, hold, current, current, reason, needed=needed, memory=clock)
+        return _decision(scaling, demand, hold, current, current, reason, needed=needed, memory=clocks)
     assert demand.running is not None
-    assert workers.protected is not None
-    floor = max(scaling.min_workers, workers_for(demand.running, scaling.concurrency), workers.protected)
-    target = min(max(peak, floor), current)
-    if target >= current:
-        reason = (
-            f"{summary}; floor {floor} (min {scaling.min_workers}, running tasks need "
-            f"{workers_for(demand.running, scaling.concurrency)}, {workers.protected} busy worker(s) "
-            f"protected): keeping {current} until they finish"
-        )
-        return _decision(scaling, demand, hold, current, current, reason, needed=needed, memory=clock)
-    reason = (
-        f"{summary}; no backlog for {idle_for:.0f}s (idle period {scaling.idle_seconds}s), "
-        f"largest need in that period {peak}, {workers.protected} busy worker(s) protected: "
-        f"scaling down from {current} to {target}"
+    assert workers.workers is not None
+    floor = max(needed, scaling.min_workers, workers_for(demand.running, scaling.concurrency))
+    excess = current - floor
+    idle_period = scaling.idle_period
+    idle = sorted(
+        ((since, name) for name, since in clocks.idle_since.items()), key=lambda item: (item[0], item[1])
     )
-    return _decision(scaling, demand, Action.SCALE_DOWN, current, target, reason, needed=needed)
+    ripe = [name for since, name in idle if (now - since).total_seconds() + interval_s >= idle_period]
+    drain = tuple(ripe[: max(0, excess)])
+    busy = sum(1 for w in workers.workers if w.busy > 0)
+    state = (
+        f"{len(workers.workers)} ready worker(s), {busy} busy, {len(idle)} idle "
+        f"({len(ripe)} at the {idle_period}s idle period by the next evaluation in {interval_s:.0f}s)"
+    )
+    if not drain:
+        reason = f"{summary}; {state}: keeping {current}"
+        return _decision(scaling, demand, hold, current, current, reason, needed=needed, memory=clocks)
+    target = current - len(drain)
+    reason = f"{summary}; {state}: draining {', '.join(drain)} then scaling down from {current} to {target}"
+    return _decision(
+        scaling, demand, Action.SCALE_DOWN, current, target, reason, needed=needed, memory=clocks, drain=drain
+    )

@@ -1,4 +1,5 @@
-"""Worker-side ECS task scale-in protection: busy workers protect themselves, idle ones release.
+"""Worker-side ECS task scale-in protection: every worker protects itself from its start and
+keeps it while it consumes or works; only the scaler's drain releases it.
 
 The ECS container agent injects ``ECS_AGENT_URI`` into every container; ``PUT
 $ECS_AGENT_URI/task-protection/v1/state`` with ``{"ProtectionEnabled": true, "ExpiresInMinutes":
@@ -9,12 +10,17 @@ The task role needs ``ecs:UpdateTaskProtection`` and ``ecs:GetTaskProtection``.
 How it is wired into a Celery worker (:func:`install_celery_hooks`, a no-op without
 ``ECS_AGENT_URI``, so local workers are untouched):
 
-- ``task_prerun`` (in the pool child that runs the task): protect at once, so the window
-  between "task starts" and "task protected" is one local HTTP call;
-- ``worker_ready`` (in the main worker process): a :class:`ProtectionKeeper` thread counts the
-  worker's active and reserved requests every ``interval`` seconds and, through the pure
-  :func:`decide_protection`, renews protection before it expires while busy and releases it
-  once idle. Releasing lives only here because only the main process sees every child.
+- ``worker_init`` (main process, before it connects to the broker): protect at once, so a
+  worker is protected before it can receive its first task;
+- ``worker_ready`` (main process): a :class:`ProtectionKeeper` thread reads, every ``interval``
+  seconds, whether the worker still consumes its queues and how many requests it runs or holds
+  reserved, and through the pure :func:`decide_protection` protects and renews while it
+  consumes or works. A worker that stopped consuming (the scaler's drain sent
+  ``cancel_consumer``) and is idle is left alone: the scaler releases its protection
+  (``UpdateTaskProtection``) after confirming it idle, and the keeper must not take it back.
+  If its consumer is added back (it got a task during the drain), it protects again;
+- ``task_prerun`` (in the pool child that runs the task): protect, a safety net for a task
+  that reaches a worker whose protection was released.
 
 Expiry is a safety net, not the mechanism: protection is renewed every ``interval`` while busy,
 so a task longer than ``expires_minutes`` stays protected, and a worker that dies while
@@ -47,7 +53,6 @@ DEFAULT_INTERVAL_SECONDS = 15.0
 
 class ProtectionAction(StrEnum):
     PROTECT = "protect"
-    RELEASE = "release"
     NONE = "none"
 
 
@@ -69,29 +74,26 @@ def decide_protection(
     state: ProtectionState,
     now: datetime,
     *,
+    consuming: bool = True,
     expires_minutes: int = DEFAULT_EXPIRES_MINUTES,
     renew_before: timedelta = DEFAULT_RENEW_BEFORE,
 ) -> ProtectionDecision:
-    """Protect (or renew) while busy, release when idle. Pure."""
+    """Protect (or renew) while consuming or busy; once drained and idle, leave it to the
+    scaler. The worker never releases protection itself. Pure."""
     if not 1 <= expires_minutes <= 2880:
         raise InvalidInputError(f"ExpiresInMinutes must be 1..2880, got {expires_minutes}")
-    if busy > 0:
+    if busy > 0 or consuming:
+        what = f"{busy} task(s) running or reserved" if busy else "consuming, idle"
         if not state.protected:
-            return ProtectionDecision(
-                ProtectionAction.PROTECT, f"{busy} task(s) running and not protected", expires_minutes
-            )
+            return ProtectionDecision(ProtectionAction.PROTECT, f"{what} and not protected", expires_minutes)
         if state.expires_at is None or state.expires_at - now <= renew_before:
             return ProtectionDecision(
-                ProtectionAction.PROTECT,
-                f"{busy} task(s) running, protection expires soon: renewing",
-                expires_minutes,
+                ProtectionAction.PROTECT, f"{what}, protection expires soon: renewing", expires_minutes
             )
-        return ProtectionDecision(ProtectionAction.NONE, f"{busy} task(s) running, protection valid")
-    if state.protected:
-        return ProtectionDecision(
-            ProtectionAction.RELEASE, "idle: releasing protection so scale-in may stop us"
-        )
-    return ProtectionDecision(ProtectionAction.NONE, "idle and unprotected")
+        return ProtectionDecision(ProtectionAction.NONE, f"{what}, protection valid")
+    return ProtectionDecision(
+        ProtectionAction.NONE, "drained (not consuming) and idle: the scaler releases protection"
+    )
 
 
 def _parse_expiry(value: object) -> datetime | None:
@@ -159,12 +161,14 @@ class ProtectionKeeper:
         client: AgentProtectionClient,
         busy: Callable[[], int],
         *,
+        consuming: Callable[[], bool] = lambda: True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         interval: float = DEFAULT_INTERVAL_SECONDS,
         expires_minutes: int = DEFAULT_EXPIRES_MINUTES,
     ) -> None:
         self._client = client
         self._busy = busy
+        self._consuming = consuming
         self._clock = clock
         self._interval = interval
         self._expires = expires_minutes
@@ -175,15 +179,16 @@ class ProtectionKeeper:
     def tick(self) -> ProtectionDecision:
         """One step: read busy and the agent's state, decide, act."""
         busy = self._busy()
+        consuming = self._consuming()
         try:
             self._state = self._client.get()
         except TransientError as exc:
             LOG.warning("reading task protection failed, using the last known state: %s", exc)
-        decision = decide_protection(busy, self._state, self._clock(), expires_minutes=self._expires)
+        decision = decide_protection(
+            busy, self._state, self._clock(), consuming=consuming, expires_minutes=self._expires
+        )
         if decision.action is ProtectionAction.PROTECT:
             self._state = self._client.protect(self._expires)
-        elif decision.action is ProtectionAction.RELEASE:
-            self._state = self._client.release()
         if decision.action is not ProtectionAction.NONE:
             LOG.info("task protection: %s (%s)", decision.action.value, decision.reason)
         return decision
@@ -212,6 +217,14 @@ def _celery_busy_count() -> int:
     return len(state.active_requests) + len(state.reserved_requests)
 
 
+def _consumes(consumer: Any) -> bool:
+    """Whether the Celery consumer still consumes any queue (``cancel_consumer`` removes them).
+    Unknown (not started yet) counts as consuming: protection is then kept."""
+    task_consumer = getattr(consumer, "task_consumer", None)
+    queues = getattr(task_consumer, "queues", None)
+    return True if queues is None else len(queues) > 0
+
+
 def install_celery_hooks(environ: dict[str, str] | None = None) -> bool:
     """Connect the protection hooks to Celery's signals; returns False (no-op) outside ECS."""
     env = os.environ if environ is None else environ
@@ -222,20 +235,36 @@ def install_celery_hooks(environ: dict[str, str] | None = None) -> bool:
     interval = float(env.get("WORKER_PROTECTION_INTERVAL_SECONDS", str(DEFAULT_INTERVAL_SECONDS)))
     client = AgentProtectionClient(agent_uri)
     signals = importlib.import_module("celery.signals")
-    keeper = ProtectionKeeper(client, _celery_busy_count, interval=interval, expires_minutes=expires)
+    consumer: list[Any] = []
+    keeper = ProtectionKeeper(
+        client,
+        _celery_busy_count,
+        consuming=lambda: _consumes(consumer[0]) if consumer else True,
+        interval=interval,
+        expires_minutes=expires,
+    )
 
-    def on_task_prerun(**_: object) -> None:
+    def protect_now(what: str) -> None:
         try:
             client.protect(expires)
         except TransientError:
-            LOG.exception("could not protect the task at start; the keeper retries")
+            LOG.exception("could not protect the task at %s; the keeper retries", what)
 
-    def on_worker_ready(**_: object) -> None:
+    def on_worker_init(**_: object) -> None:
+        protect_now("worker start")
+
+    def on_task_prerun(**_: object) -> None:
+        protect_now("task start")
+
+    def on_worker_ready(sender: Any = None, **_: object) -> None:
+        if sender is not None:
+            consumer.append(sender)
         keeper.start()
 
     def on_worker_shutdown(**_: object) -> None:
         keeper.stop()
 
+    signals.worker_init.connect(on_worker_init, weak=False)
     signals.task_prerun.connect(on_task_prerun, weak=False)
     signals.worker_ready.connect(on_worker_ready, weak=False)
     signals.worker_shutting_down.connect(on_worker_shutdown, weak=False)

@@ -1,5 +1,10 @@
 """Read -> decide -> act, once per evaluation, for every configured queue.
 
+Reads: task counts and due DAG runs (database), broker depth, the worker service (ECS or the
+local supervisor) and each worker's busy count (Celery ``inspect`` through the broker). Acts:
+a higher count is set at once; a lower one only through :func:`.drain.drain` (cancel the
+chosen workers' consuming, confirm them idle, release their protection, lower the count).
+
 Fail-safe: every read is guarded. A failed read becomes ``None`` in the policy's inputs (so
 the policy never scales down on it, and still scales up on what was read) plus an entry in
 ``errors`` (the handler turns that into the ``ScalingErrors`` metric). A failed ECS update is
@@ -16,15 +21,18 @@ from typing import TypeVar
 from airflow_control_plane.scaling.broker import BrokerDepth
 from airflow_control_plane.scaling.config import QueueScaling
 from airflow_control_plane.scaling.demand import DemandReader, DueDagRun, TaskCounts, prewarm_demand
+from airflow_control_plane.scaling.drain import DEFAULT_SETTLE_S, DrainResult, WorkerControl, drain
 from airflow_control_plane.scaling.ecs import WorkerServices
 from airflow_control_plane.scaling.events import ChangePublisher
 from airflow_control_plane.scaling.hibernation import HibernationFlag
 from airflow_control_plane.scaling.memory import MemoryStore
 from airflow_control_plane.scaling.policy import (
+    Action,
     QueueDemand,
     ScaleMemory,
     ScalingDecision,
     WorkerCount,
+    WorkerView,
     decide,
 )
 
@@ -39,6 +47,9 @@ class ScalingPorts:
     memory: MemoryStore
     hibernation: HibernationFlag
     publisher: ChangePublisher
+    control: WorkerControl
+    interval_s: float = 60.0  # seconds between evaluations (the policy's next chance to act)
+    settle_s: float = DEFAULT_SETTLE_S  # drain: wait after the cancel before the idle check
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,12 @@ class QueueOutcome:
     decision: ScalingDecision
     applied: bool
     running: int | None
+    drain: DrainResult | None = None
+
+    @property
+    def target(self) -> int:
+        """The count asked for: after a drain, only the released workers were counted down."""
+        return self.drain.target if self.drain is not None else self.decision.target
 
 
 @dataclass(frozen=True)
@@ -111,17 +128,45 @@ def _read_workers(scaling: QueueScaling, ports: ScalingPorts, errors: _Errors) -
     described = errors.guard(f"worker service {service} (describe)", lambda: ports.services.describe(service))
     if described is None:
         return None
-    protected = errors.guard(
-        f"worker service {service} (scale-in protection)", lambda: ports.services.protected_workers(service)
+    busy = errors.guard(
+        f"workers of queue {scaling.queue} (Celery inspect)", lambda: ports.control.busy(scaling.queue)
     )
-    return WorkerCount(described.desired, described.running, protected)
+    views = None if busy is None else tuple(WorkerView(n, b) for n, b in sorted(busy.items()))
+    return WorkerCount(described.desired, described.running, views)
 
 
-def _apply(decision: ScalingDecision, ports: ScalingPorts, memory: ScaleMemory, errors: _Errors) -> bool:
-    """Act on one decision: set the count, store the clock, announce the change."""
+def _drain(
+    decision: ScalingDecision, ports: ScalingPorts, errors: _Errors
+) -> tuple[bool, DrainResult | None]:
+    service = decision.service
+
+    def run() -> DrainResult:
+        return drain(
+            queue=decision.queue,
+            service=service,
+            chosen=decision.drain,
+            current=decision.current,
+            control=ports.control,
+            protection=ports.services,
+            set_desired=lambda count: ports.services.set_desired(service, count),
+            settle_s=ports.settle_s,
+        )
+
+    result = errors.guard(f"worker service {service} (drain {', '.join(decision.drain)})", run)
+    return (result is not None and bool(result.released)), result
+
+
+def _apply(
+    decision: ScalingDecision, ports: ScalingPorts, memory: ScaleMemory, errors: _Errors
+) -> tuple[bool, DrainResult | None]:
+    """Act on one decision: set the count (a lower one only through a drain), store the
+    clocks, announce the change."""
     service = decision.service
     applied = False
-    if decision.changes_count:
+    drained: DrainResult | None = None
+    if decision.action is Action.SCALE_DOWN and decision.drain:
+        applied, drained = _drain(decision, ports, errors)
+    elif decision.action is Action.SCALE_UP and decision.changes_count:
 
         def update() -> bool:
             ports.services.set_desired(service, decision.target)
@@ -132,7 +177,7 @@ def _apply(decision: ScalingDecision, ports: ScalingPorts, memory: ScaleMemory, 
         errors.guard(f"idle clock of {service} (save)", lambda: ports.memory.save(service, decision.memory))
     if applied:
         errors.guard(f"change event for {service}", lambda: ports.publisher.publish(decision))
-    return applied
+    return applied, drained
 
 
 def _evaluate_queue(
@@ -151,6 +196,8 @@ def _evaluate_queue(
     memory = errors.guard(f"idle clock of {service} (load)", lambda: ports.memory.load(service))
     memory = memory or ScaleMemory()
     demand = _queue_demand(scaling, counts, due, waiting, now)
-    decision = decide(scaling, demand, workers, memory, now, hibernated=hibernated)
-    applied = False if dry_run else _apply(decision, ports, memory, errors)
-    return QueueOutcome(decision, applied, workers.running if workers else None)
+    decision = decide(
+        scaling, demand, workers, memory, now, hibernated=hibernated, interval_s=ports.interval_s
+    )
+    applied, drained = (False, None) if dry_run else _apply(decision, ports, memory, errors)
+    return QueueOutcome(decision, applied, workers.running if workers else None, drained)

@@ -115,8 +115,17 @@ def install_wakeup_hook(
     interval = float(env.get("AUTOSCALER_WAKEUP_MIN_INTERVAL_SECONDS", str(DEFAULT_MIN_INTERVAL_S)))
     if waker is None:
         import boto3
+        from botocore.exceptions import BotoCoreError
 
-        waker = LambdaWaker(boto3.client("lambda"), function)
+        try:
+            waker = LambdaWaker(boto3.client("lambda"), function)
+        except BotoCoreError as exc:
+            # The wake-up only shortens a wait; it must never stop the scheduler from starting
+            # (the one-minute schedule still scales the workers).
+            LOG.warning(
+                "autoscaler wake-up disabled: cannot create a Lambda client (%s)", exc
+            )
+            return None
     hook = WakeUpHook(waker, watched, min_interval=interval)
     signals = __import__("celery.signals", fromlist=["after_task_publish"])
 
