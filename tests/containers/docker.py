@@ -60,6 +60,14 @@ def engine_available() -> bool:
     return True
 
 
+# Fargate injects the task's region into every container (AWS_REGION, AWS_DEFAULT_REGION).
+ECS_AGENT_ENV = {
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EXECUTION_ENV": "AWS_ECS_FARGATE",
+}
+
+
 @dataclass
 class RunningContainer:
     name: str
@@ -139,6 +147,10 @@ class LocalEcs:
         overlap = set(plain) & set(secret)
         if overlap:
             raise ValueError(f"{spec.family}: {sorted(overlap)} set both as environment and as secret")
+        # What the Fargate agent itself adds to every container (no task metadata endpoint here:
+        # workers then use Celery's default node name).
+        for name, value in ECS_AGENT_ENV.items():
+            plain.setdefault(name, value)
         plain.update(self.env_overrides)
         return plain, secret
 

@@ -154,23 +154,36 @@ def test_dry_run_event_changes_nothing(app: ModuleType, monkeypatch: pytest.Monk
     assert ports.publisher.published == []
 
 
+WORKERS = ("worker-a@ip-10-0-1-1", "worker-b@ip-10-0-1-2", "worker-c@ip-10-0-1-3")
+
+
+def idle_workers(ports: ScalingPorts) -> None:
+    """Three idle, consuming etl workers as the Celery control sees them."""
+    assert isinstance(ports.control, InMemoryWorkerControl)
+    ports.control.counts.update(dict.fromkeys(WORKERS, 0))
+    ports.control.consuming.update(WORKERS)
+
+
 def test_a_future_dated_schedule_event_cannot_skip_the_idle_period(
     app: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN 3 idle etl workers, no demand, and an idle clock that started a minute ago
+    # GIVEN 3 idle etl workers, no demand, and idle clocks that started a few seconds ago (well
+    # inside the start-up break-even: on the handler's own clock none is due for a drain)
     services = InMemoryWorkerServices({"airflow-test-worker-etl": ServiceCounts(3, 3)})
     ports = install_ports(app, monkeypatch, services, demand=NoDemand(), broker=EmptyBroker())
+    idle_workers(ports)
     assert isinstance(ports.memory, InMemoryStore)
-    started = datetime.now(UTC) - timedelta(minutes=1)
-    ports.memory.values["airflow-test-worker-etl"] = ScaleMemory(idle_since=started, peak_needed=0)
+    started = datetime.now(UTC) - timedelta(seconds=5)
+    ports.memory.values["airflow-test-worker-etl"] = ScaleMemory(dict.fromkeys(WORKERS, started))
     # WHEN a schedule event dated 2099 arrives (with the event's time, the idle period is over)
     event = {**load_event("autoscaler_schedule.json"), "time": "2099-01-01T00:00:00Z"}
     result = app.lambda_handler(event, FakeContext())
-    # THEN the workers stay: a minute of idleness on the handler's clock is not the idle period
+    # THEN the workers stay: no drain began and no count changed
     assert services.calls == [], result
+    assert ports.control.calls == [], result
     assert result["decisions"][0]["action"] != "scale_down"
-    # AND the idle clock still starts a minute ago
-    assert ports.memory.values["airflow-test-worker-etl"].idle_since == started
+    # AND every idle clock still starts when it did
+    assert ports.memory.values["airflow-test-worker-etl"].idle_since == dict.fromkeys(WORKERS, started)
 
 
 def test_a_past_dated_schedule_event_does_not_store_an_old_idle_time(
@@ -179,14 +192,15 @@ def test_a_past_dated_schedule_event_does_not_store_an_old_idle_time(
     # GIVEN 3 idle etl workers and no idle clock yet
     services = InMemoryWorkerServices({"airflow-test-worker-etl": ServiceCounts(3, 3)})
     ports = install_ports(app, monkeypatch, services, demand=NoDemand(), broker=EmptyBroker())
+    idle_workers(ports)
     before = datetime.now(UTC)
     # WHEN the sample schedule event (dated January 2026) arrives
     app.lambda_handler(load_event("autoscaler_schedule.json"), FakeContext())
-    # THEN the idle clock starts now, so the next tick cannot scale down at once
+    # THEN each worker's idle clock starts now, so the next tick cannot scale down at once
     assert isinstance(ports.memory, InMemoryStore)
-    idle_since = ports.memory.values["airflow-test-worker-etl"].idle_since
-    assert idle_since is not None
-    assert before <= idle_since <= datetime.now(UTC)
+    clocks = ports.memory.values["airflow-test-worker-etl"].idle_since
+    assert set(clocks) == set(WORKERS)
+    assert all(before <= since <= datetime.now(UTC) for since in clocks.values())
     assert services.calls == []
 
 

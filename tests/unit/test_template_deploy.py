@@ -17,7 +17,11 @@ from typing import Any
 
 import pytest
 
-from airflow_control_plane.local.airflow_env import dag_bundle_config
+from airflow_control_plane.local.airflow_env import (
+    BUNDLE_REFRESH_CHECK_INTERVAL_S,
+    AirflowEnvInputs,
+    dag_bundle_config,
+)
 from tests.static import rules
 from tests.static.tools import load_template, translate
 
@@ -298,8 +302,13 @@ def test_aws_reads_dags_through_the_same_release_bundle_as_the_local_runtime(
         env = _env(container)
         bundles = json.loads(env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"])
         target = bundles[0]["kwargs"]["target"]
-        # THEN it is exactly what the local runtime configures, over the EFS mount point
-        assert bundles == json.loads(dag_bundle_config(Path(target), 10)), logical_id
+        # THEN it is exactly what the local runtime configures, over the EFS mount point: the
+        # release bundle's refresh reads one symlink, so it is checked every second (a pushed DAG
+        # is visible in seconds, `make bench-visible`)
+        refresh = AirflowEnvInputs.dag_bundle_refresh_s
+        assert bundles == json.loads(dag_bundle_config(Path(target), refresh)), logical_id
+        check = env["AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL"]
+        assert check == str(BUNDLE_REFRESH_CHECK_INTERVAL_S), logical_id
         assert env["AIRFLOW__CORE__DAGS_FOLDER"] == f"{target}/current", logical_id
         # AND bundle versioning stays on: a DAG run is pinned to the release it was created with
         assert str(env.get("AIRFLOW__DAG_PROCESSOR__DISABLE_BUNDLE_VERSIONING", "False")).lower() == "false"

@@ -74,6 +74,11 @@ class AirflowEnvInputs:
         return f"http://{host}:{self.api_port}"
 
 
+# How often the dag-processor asks bundles whether a refresh is due (Airflow's default: 5 s);
+# template.yaml sets the same for every component (tests/unit/test_template_deploy.py).
+BUNDLE_REFRESH_CHECK_INTERVAL_S = 1
+
+
 def dag_bundle_config(target: Path, refresh_interval_s: int) -> str:
     """One bundle, ReleaseDagBundle over the sync target: one parse reads one resolved release
     and its version (recorded with DAG versions and runs) is the release id, the commit SHA."""
@@ -93,7 +98,7 @@ def airflow_environment(inputs: AirflowEnvInputs) -> dict[str, str]:
             inputs.dag_bundle_target, inputs.dag_bundle_refresh_s
         )
         # how often the processor asks bundles whether a refresh is due (Airflow's default: 5 s)
-        bundle["AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL"] = "1"
+        bundle["AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL"] = str(BUNDLE_REFRESH_CHECK_INTERVAL_S)
     return {
         **bundle,
         "AIRFLOW_HOME": str(inputs.airflow_home),

@@ -122,9 +122,7 @@ def install_wakeup_hook(
         except BotoCoreError as exc:
             # The wake-up only shortens a wait; it must never stop the scheduler from starting
             # (the one-minute schedule still scales the workers).
-            LOG.warning(
-                "autoscaler wake-up disabled: cannot create a Lambda client (%s)", exc
-            )
+            LOG.warning("autoscaler wake-up disabled: cannot create a Lambda client (%s)", exc)
             return None
     hook = WakeUpHook(waker, watched, min_interval=interval)
     signals = __import__("celery.signals", fromlist=["after_task_publish"])
