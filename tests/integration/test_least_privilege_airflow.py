@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -97,6 +98,9 @@ def template_container(role: str) -> tuple[dict[str, Any], set[str]]:
     raise AssertionError(f"template.yaml has no {role} container")
 
 
+LOCAL_DAG_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
+
+
 def local_values(stack: Stack) -> dict[str, str]:
     return {
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": stack.execution_api,
@@ -108,6 +112,20 @@ def local_values(stack: Stack) -> dict[str, str]:
         "AIRFLOW_ADMIN_USERNAME": "admin",
         "AIRFLOW_ADMIN_EMAIL": "admin@example.com",
         "AIRFLOW_READONLY_DB_USER": READONLY_ROLE,
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": "default",
+        # The DAGs here are a plain folder (the release bundle is tested in test_dagsync_*):
+        # Airflow's own default bundle over AIRFLOW__CORE__DAGS_FOLDER.
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+            [
+                {
+                    "name": "dags-folder",
+                    "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                    "kwargs": {},
+                }
+            ]
+        ),
+        "AUTOSCALER_WAKEUP_FUNCTION": "",  # no Lambda here: the hook stays off
+        "AUTOSCALER_WAKEUP_QUEUES": "default",
     }
 
 
