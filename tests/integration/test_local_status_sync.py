@@ -64,13 +64,13 @@ def test_status_shows_the_live_release_and_the_last_refused_sync(
     # WHEN a commit that does not compile is synced
     _commit(repo, {"broken.py": BROKEN_DAG}, "broken")
     refused = _afctl(airflow_runtime, env, "sync")
-    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.returncode == 3, refused.stdout + refused.stderr  # 3: refused, as documented
     # THEN status (as JSON and as text) shows the release still live and the refusal with its reason
     out = _afctl(airflow_runtime, env, "status", "--json")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["live_release"].startswith(sha)
-    assert report["last_refused_sync"]["action"] == "failed"
+    assert report["last_refused_sync"]["action"] == "refused"
     assert "broken.py" in report["last_refused_sync"]["reason"]
     assert report["supervisor_running"] is False
     text = _afctl(airflow_runtime, env, "status")
