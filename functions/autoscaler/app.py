@@ -118,25 +118,7 @@ def emit_metrics(run: ScalingRun) -> None:
 
 
 def shape_result(run: ScalingRun) -> dict[str, Any]:
-    return {
-        "dryRun": run.dry_run,
-        "hibernated": run.hibernated,
-        "decisions": [
-            {
-                "queue": o.decision.queue,
-                "service": o.decision.service,
-                "action": o.decision.action.value,
-                "from": o.decision.current,
-                "to": o.target,
-                "applied": o.applied,
-                "drained": list(o.drain.released) if o.drain else [],
-                "kept": [name for name, _ in o.drain.kept] if o.drain else [],
-                "reason": o.decision.reason + (f"; {o.drain.reason}" if o.drain else ""),
-            }
-            for o in run.outcomes
-        ],
-        "errors": list(run.errors),
-    }
+    return run.to_dict()
 
 
 @logger.inject_lambda_context(log_event=True)

@@ -3,6 +3,7 @@ and one full evaluation with the real database and a real Redis."""
 
 from __future__ import annotations
 
+import json
 import socket
 from collections import Counter
 from collections.abc import Callable
@@ -205,3 +206,33 @@ def test_afctl_scale_dry_run_prints_decisions_with_reasons(
     assert "etl (w-etl): scale_up 0 -> 2" in result.output
     assert "why: demand 9" in result.output
     assert "dry run: nothing was changed" in result.output
+
+
+def test_afctl_scale_json_gives_the_lambdas_result_shape(
+    airflow_db: PostgresDatabase, redis_database: RedisDatabase
+) -> None:
+    # GIVEN the same seeded database, broker and queue map as the printed dry run
+    redis_database.client().flushdb()
+    queues = '[{"queue": "etl", "service": "w-etl", "concurrency": 8, "max": 10}]'
+    # WHEN it is asked as JSON
+    result = CliRunner().invoke(
+        cli,
+        ["scale", "--json", "--db-url", airflow_db.dsn, "--broker-url", redis_database.url,
+         "--queues", queues, "--current", "etl=0", "--at", "2026-01-05T06:00:00+00:00"],
+    )  # fmt: skip
+    # THEN it is one JSON document in the autoscaler Lambda's result shape, the same decision
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.output)
+    assert set(run) == {"dryRun", "hibernated", "decisions", "errors"}
+    assert run["dryRun"] is True
+    assert run["errors"] == []
+    (decision,) = run["decisions"]
+    assert {k: decision[k] for k in ("queue", "service", "action", "from", "to", "applied")} == {
+        "queue": "etl",
+        "service": "w-etl",
+        "action": "scale_up",
+        "from": 0,
+        "to": 2,
+        "applied": False,
+    }
+    assert decision["reason"].startswith("demand 9")

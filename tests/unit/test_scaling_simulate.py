@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,29 @@ def test_wake_up_removes_the_wait_for_the_next_scheduled_run() -> None:
     assert woken.max_wait == pytest.approx(45, abs=5)
     assert scheduled.max_wait - woken.max_wait == pytest.approx(50, abs=5)
     assert woken.tasks_killed == 0
+
+
+def test_simulate_json_holds_the_printed_figures(tmp_path: Path) -> None:
+    # GIVEN the trace and queue map of the printed report above
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival,duration,queue\n06:00,600,etl\n06:00:30,120,etl\n")
+    queues = '[{"queue": "etl", "service": "w", "concurrency": 1, "max": 2, "idle_seconds": 60}]'
+    args = ["simulate", str(trace), "--startup-delay", "30", "--queues", queues]
+    # WHEN it is asked as JSON and as text
+    as_json = CliRunner().invoke(cli, [*args, "--json"])
+    as_text = CliRunner().invoke(cli, args)
+    # THEN the JSON is one document per trace with every strategy, the bound and the verdicts
+    assert as_json.exit_code == 0, as_json.output
+    (document,) = json.loads(as_json.output)["traces"]
+    assert document["trace"] == str(trace)
+    assert document["tasks"] == 2
+    rows = {r["strategy"]: r for r in document["results"]}
+    assert set(rows) == {"policy", "policy+wake", "policy+prewarm", "keda", "always-on"}
+    assert {v["strategy"] for v in document["verdicts"]} == {"policy", "policy+wake", "policy+prewarm"}
+    assert all(v["ok"] for v in document["verdicts"])
+    # AND its figures are the printed ones
+    for name, row in rows.items():
+        line = next(x for x in as_text.output.splitlines() if x.split() and x.split()[0] == name)
+        assert line.split()[1] == f"{row['worker_hours']:.2f}", line
+        assert f"{row['p95_wait_s']:.0f}s" in line.split()
+    assert f"{document['lower_bound_worker_hours']:.2f}" in as_text.output

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import sys
@@ -93,6 +94,7 @@ def _print_run(run: ScalingRun) -> None:
 @click.option(
     "--dry-run", is_flag=True, default=True, hidden=True, help="Always: the Lambda and `afctl up` act."
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON (the Lambda's result shape).")
 def scale_command(
     db_url: str,
     broker_url: str,
@@ -101,6 +103,7 @@ def scale_command(
     at: str | None,
     hibernated: bool,
     dry_run: bool,
+    as_json: bool,
 ) -> None:
     """Evaluate the worker autoscaling policy and print each decision with its reason.
 
@@ -125,7 +128,11 @@ def scale_command(
         publisher=RecordingPublisher(),
         control=KombuWorkerControl(broker_url),
     )
-    _print_run(evaluate(queues, ports, now if now.tzinfo else now.replace(tzinfo=UTC), dry_run=True))
+    run = evaluate(queues, ports, now if now.tzinfo else now.replace(tzinfo=UTC), dry_run=True)
+    if as_json:
+        click.echo(json.dumps(run.to_dict(), indent=2, sort_keys=True))
+        return
+    _print_run(run)
 
 
 @click.command("simulate")
@@ -145,6 +152,7 @@ def scale_command(
 @click.option("--prefetch", default=1, show_default=True, help="Celery worker_prefetch_multiplier.")
 @click.option("--seed", default=7, show_default=True, help="Seed of the zone-balance choice on scale-in.")
 @click.option("--check", is_flag=True, help="Exit 1 unless every policy meets the bound against KEDA.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document: each trace's comparison.")
 def simulate_command(
     traces: tuple[Path, ...],
     startup_delay: float,
@@ -155,6 +163,7 @@ def simulate_command(
     prefetch: int,
     seed: int,
     check: bool,
+    as_json: bool,
 ) -> None:
     """Replay task traces (CSV arrival,duration,queue[,scheduled]; default: the shipped weekday)
     through the policy, plain KEDA and always-on, beside the clairvoyant lower bound."""
@@ -167,14 +176,20 @@ def simulate_command(
         startup_delay, evaluate_every, tick, stop_timeout, seed, prefetch_multiplier=prefetch
     )
     failed: list[str] = []
+    documents: list[dict[str, object]] = []
     for trace in traces or (WEEKDAY_TRACE,):
         tasks = load_trace(trace, [q.queue for q in queues])
-        click.echo(f"trace {trace}: {len(tasks)} tasks on {len(queues)} queue(s)")
         comparison = compare(tasks, queues, settings)
-        click.echo(format_report(comparison, settings))
+        if as_json:
+            documents.append({"trace": str(trace), "tasks": len(tasks), **comparison.to_dict()})
+        else:
+            click.echo(f"trace {trace}: {len(tasks)} tasks on {len(queues)} queue(s)")
+            click.echo(format_report(comparison, settings))
         failed.extend(
             f"{trace.name}: {comparison.verdict(s)[1]}" for s in POLICIES if not comparison.verdict(s)[0]
         )
+    if as_json:
+        click.echo(json.dumps({"traces": documents}, indent=2, sort_keys=True))
     if check and failed:
         raise click.ClickException("not met: " + "; ".join(failed))
 

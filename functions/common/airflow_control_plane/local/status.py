@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,6 +18,8 @@ from airflow_control_plane.local.protocol import ServiceState
 from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.settings import LocalSettings
 from airflow_control_plane.local.sync_record import read_sync_record
+
+STATUS_JSON_VERSION = 1  # bumped only when a key of ``StatusReport.to_dict`` is renamed or removed
 
 
 def _without_password(url: str | None) -> str | None:
@@ -57,24 +59,43 @@ class StatusReport:
     components: dict[str, str] | None = None  # each component's status in the health document
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as JSON-ready data (``afctl status --json``)."""
-        data = asdict(self)
-        data["services"] = [
-            {
-                "name": s.name,
-                "desired": s.desired,
-                "running": s.running,
-                "steady": s.steady,
-                "restarts": s.restarts,
-                "pids": list(s.pids),
-                "last_exit_code": s.last_exit_code,
-            }
-            for s in self.services
-        ]
-        data["health"] = (
-            None if self.health is None else {"healthy": self.health.healthy, "reason": self.health.reason}
-        )
-        return data
+        """The report as JSON-ready data: the documented ``afctl status --json`` shape.
+
+        Every key is always present (``null`` when unknown); fields are only ever added, and
+        ``version`` changes if one is renamed or removed. README: "afctl status --json".
+        """
+        return {
+            "version": STATUS_JSON_VERSION,
+            "supervisor_running": self.supervisor_running,
+            "services": [
+                {
+                    "name": s.name,
+                    "desired": s.desired,
+                    "running": s.running,
+                    "stopping": s.stopping,
+                    "steady": s.steady,
+                    "restarts": s.restarts,
+                    "pids": list(s.pids),
+                    "last_exit_code": s.last_exit_code,
+                    "waiting": list(s.waiting),
+                }
+                for s in self.services
+            ],
+            "base_url": self.base_url,
+            "health": None if self.health is None else self._health_dict(),
+            "components": None if self.components is None else dict(self.components),
+            "dag_source": self.dag_source,
+            "live_release": self.live_release,
+            "last_sync": self.last_sync,
+            "last_refused_sync": self.last_refused_sync,
+            "database": self.database,
+            "broker": self.broker,
+            "last_scaling": self.last_scaling,
+        }
+
+    def _health_dict(self) -> dict[str, Any]:
+        assert self.health is not None
+        return {"healthy": self.health.healthy, "reason": self.health.reason}
 
 
 def collect_status(settings: LocalSettings) -> StatusReport:

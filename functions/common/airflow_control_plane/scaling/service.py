@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from airflow_control_plane.scaling.broker import BrokerDepth
 from airflow_control_plane.scaling.config import QueueScaling
@@ -72,6 +72,28 @@ class ScalingRun:
     dry_run: bool
     hibernated: bool = False
     warnings: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run as JSON-ready data: the autoscaler Lambda's result and ``afctl scale --json``."""
+        return {
+            "dryRun": self.dry_run,
+            "hibernated": self.hibernated,
+            "decisions": [
+                {
+                    "queue": o.decision.queue,
+                    "service": o.decision.service,
+                    "action": o.decision.action.value,
+                    "from": o.decision.current,
+                    "to": o.target,
+                    "applied": o.applied,
+                    "drained": list(o.drain.released) if o.drain else [],
+                    "kept": [name for name, _ in o.drain.kept] if o.drain else [],
+                    "reason": o.decision.reason + (f"; {o.drain.reason}" if o.drain else ""),
+                }
+                for o in self.outcomes
+            ],
+            "errors": list(self.errors),
+        }
 
 
 class _Errors:

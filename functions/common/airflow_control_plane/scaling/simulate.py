@@ -47,6 +47,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from airflow_control_plane.errors import InvalidInputError
 from airflow_control_plane.scaling.config import QueueScaling
@@ -439,6 +440,34 @@ class Comparison:
             f"{mine.tasks_killed} killed: {'ok' if ok else 'NOT MET'}"
         )
         return ok, text
+
+    def to_dict(self) -> dict[str, Any]:
+        """The comparison as JSON-ready data (``afctl simulate --json``): one row per strategy,
+        the clairvoyant bound, and each policy's verdict against plain KEDA."""
+        return {
+            "lower_bound_worker_hours": self.lower_bound_hours,
+            "results": [
+                {
+                    "strategy": r.strategy.value,
+                    "worker_hours": r.worker_hours,
+                    "p50_wait_s": r.p50_wait,
+                    "p95_wait_s": r.p95_wait,
+                    "max_wait_s": r.max_wait,
+                    "tasks_killed": r.tasks_killed,
+                    "tasks_completed": r.tasks_completed,
+                    "scale_changes": r.scale_changes,
+                    "changes_per_hour": r.changes_per_hour,
+                    "drained": r.drained,
+                    "raced": r.raced,
+                }
+                for r in self.results
+            ],
+            "verdicts": [
+                {"strategy": s.value, "ok": ok, "text": text}
+                for s in POLICIES
+                for ok, text in [self.verdict(s)]
+            ],
+        }
 
 
 def compare(
