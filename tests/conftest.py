@@ -196,3 +196,11 @@ def redis_database() -> Iterator[RedisDatabase]:
     database.client().flushdb()
     if control.get(f"acp-test-claim:{number}") == token.encode():
         control.delete(f"acp-test-claim:{number}")
+
+
+@pytest.fixture
+def no_lease_left(redis_database: RedisDatabase) -> Iterator[None]:
+    """The run's Redis db serves the next module's environment too: no lease outlives a test
+    of the light (validate-only) environments."""
+    yield
+    redis_database.client().delete("afctl:lease")

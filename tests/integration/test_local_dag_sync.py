@@ -10,14 +10,8 @@ fixture always tears down and kills any process still carrying the state folder'
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,12 +19,20 @@ import pytest
 from airflow_control_plane.dagsync.release import release_id_for
 from airflow_control_plane.local.hibernate import sweep_strays
 from tests.conftest import AirflowRuntime, PostgresDatabase, RedisDatabase
+from tests.harness import (
+    DOWN_TIMEOUT_S,
+    GitRepo,
+    LocalEnv,
+    local_env_settings,
+    local_environment,
+    run_afctl,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
-UP_TIMEOUT_S = 480
-DOWN_TIMEOUT_S = 240
 SEEN_TIMEOUT_S = 180  # refresh_interval is 10 s; parsing on two shared cores takes its time
+NO_WORKERS = {"AFCTL_WORKERS_MIN": "0"}  # no task runs here: spare the shared CPU
 
 DAG_TEMPLATE = '''"""{name}: a DAG of the DAG sync tests."""
 
@@ -57,126 +59,9 @@ def _dag(name: str) -> str:
     return DAG_TEMPLATE.format(name=name)
 
 
-@dataclass(frozen=True)
-class GitRepo:
-    path: Path
-
-    @classmethod
-    def create(cls, path: Path) -> GitRepo:
-        path.mkdir(parents=True)
-        subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True, timeout=30)
-        return cls(path)
-
-    @property
-    def url(self) -> str:
-        return self.path.as_uri()
-
-    def commit(self, files: dict[str, str], message: str) -> str:
-        for name, text in files.items():
-            (self.path / name).parent.mkdir(parents=True, exist_ok=True)
-            (self.path / name).write_text(text)
-        git = ["git", "-C", str(self.path), "-c", "user.name=t", "-c", "user.email=t@example.com"]
-        subprocess.run([*git, "add", "-A"], check=True, timeout=30)
-        subprocess.run([*git, "commit", "-q", "-m", message], check=True, timeout=30)
-        return self.head()
-
-    def head(self) -> str:
-        argv = ["git", "-C", str(self.path), "rev-parse", "HEAD"]
-        return subprocess.run(argv, check=True, timeout=30, capture_output=True, text=True).stdout.strip()
-
-
-@dataclass
-class LocalEnv:
-    afctl: Path
-    state: Path
-    env: dict[str, str]
-    database: PostgresDatabase
-    repo: GitRepo
-
-    def run(self, *args: str, timeout: float = UP_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(self.afctl), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    @property
-    def base_url(self) -> str:
-        port = json.loads((self.state / "state.json").read_text())["api_port"]
-        return f"http://127.0.0.1:{port}"
-
-    @property
-    def target(self) -> Path:
-        return self.state / "dags"
-
-    def live_release(self) -> str:
-        return os.readlink(self.target / "current").split("/")[-1]
-
-    def pids(self) -> dict[str, str]:
-        out = self.run("status", timeout=60)
-        assert out.returncode == 0, out.stderr
-        rows = {}
-        for line in out.stdout.splitlines()[1:]:
-            parts = line.split()
-            if len(parts) >= 6 and parts[1].isdigit():
-                rows[parts[0]] = parts[5]
-        return rows
-
-    def token(self) -> str:
-        credentials = json.loads((self.state / "credentials.json").read_text())
-        body = {"username": credentials["username"], "password": credentials["password"]}
-        request = urllib.request.Request(  # noqa: S310 - http on loopback
-            f"{self.base_url}/auth/token",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return str(json.loads(response.read())["access_token"])
-
-    def api(self, method: str, path: str, body: object | None = None) -> dict[str, object]:
-        request = urllib.request.Request(  # noqa: S310 - http on loopback
-            f"{self.base_url}/api/v2{path}",
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"},
-            method=method,
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            data = json.loads(response.read())
-        assert isinstance(data, dict)
-        return data
-
-    def dag_ids(self) -> set[str]:
-        try:
-            data = self.api("GET", "/dags?limit=100")
-        except (urllib.error.URLError, OSError):
-            return set()
-        dags = data["dags"]
-        assert isinstance(dags, list)
-        return {str(d["dag_id"]) for d in dags}
-
-
-def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout_s:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(2.0)
-    return time.monotonic() - started
-
-
-def _base_env(state: Path, database: PostgresDatabase, redis: RedisDatabase) -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AFCTL_"))},
-        "AFCTL_STATE_DIR": str(state),
-        "AFCTL_DATABASE_URL": database.dsn,
-        "AFCTL_REDIS_URL": redis.url,
-        "AFCTL_STOP_GRACE": "15",
-        "AFCTL_WORKERS_MIN": "0",  # no task runs here: spare the shared CPU
-    }
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> GitRepo:
+    return GitRepo.create(tmp_path_factory.mktemp("dagrepo") / "repo")
 
 
 @pytest.fixture(scope="module")
@@ -185,27 +70,25 @@ def local_env(
     pg_database_factory: Callable[[str], PostgresDatabase],
     redis_database: RedisDatabase,
     tmp_path_factory: pytest.TempPathFactory,
+    repo: GitRepo,
 ) -> Iterator[LocalEnv]:
     state = tmp_path_factory.mktemp("afdags")
-    repo = GitRepo.create(tmp_path_factory.mktemp("dagrepo") / "repo")
-    database = pg_database_factory("dagsync")
-    env = {
-        **_base_env(state, database, redis_database),
-        "AFCTL_DAG_REPO_URL": repo.url,
-        "AFCTL_DAG_REPO_REF": "main",
-        "AFCTL_DAG_REPO_SUBDIR": "dags",
-    }
-    local = LocalEnv(airflow_runtime.afctl, state, env, database, repo)
-    try:
+    with local_environment(
+        airflow_runtime,
+        state,
+        pg_database_factory("dagsync"),
+        redis_database,
+        **NO_WORKERS,
+        AFCTL_DAG_REPO_URL=repo.url,
+        AFCTL_DAG_REPO_REF="main",
+        AFCTL_DAG_REPO_SUBDIR="dags",
+    ) as local:
         yield local
-    finally:
-        local.run("down", "--force", timeout=DOWN_TIMEOUT_S)
-        sweep_strays(str(state), grace_s=5.0)
 
 
 @pytest.fixture(scope="module")
-def first_up(local_env: LocalEnv) -> tuple[str, subprocess.CompletedProcess[str]]:
-    sha = local_env.repo.commit({"dags/alpha.py": _dag("alpha"), "README.md": "not a DAG\n"}, "alpha")
+def first_up(local_env: LocalEnv, repo: GitRepo) -> tuple[str, subprocess.CompletedProcess[str]]:
+    sha = repo.commit({"dags/alpha.py": _dag("alpha"), "README.md": "not a DAG\n"}, "alpha")
     out = local_env.run("up")
     assert out.returncode == 0, f"afctl up failed:\n{out.stdout}\n{out.stderr}"
     return sha, out
@@ -221,15 +104,16 @@ def test_a_broken_first_commit_stops_up_before_any_service_starts(
     repo = GitRepo.create(tmp_path / "repo")
     repo.commit({"dags/broken.py": BROKEN_DAG}, "broken")
     state = tmp_path / "state"
-    env = {
-        **_base_env(state, pg_database_factory("dagsyncfail"), redis_database),
-        "AFCTL_DAG_REPO_URL": repo.url,
-        "AFCTL_DAG_REPO_SUBDIR": "dags",
-    }
-    # WHEN `afctl up` runs
-    out = subprocess.run(
-        [str(airflow_runtime.afctl), "up"], env=env, capture_output=True, text=True, timeout=120, check=False
+    env = local_env_settings(
+        state,
+        pg_database_factory("dagsyncfail"),
+        redis_database,
+        **NO_WORKERS,
+        AFCTL_DAG_REPO_URL=repo.url,
+        AFCTL_DAG_REPO_SUBDIR="dags",
     )
+    # WHEN `afctl up` runs
+    out = run_afctl(airflow_runtime.afctl, env, "up", timeout=120)
     # THEN it stops with the sync's error naming file and line, and nothing was started or published
     try:
         assert out.returncode == 2, out.stdout + out.stderr
@@ -252,67 +136,69 @@ def test_up_publishes_the_repository_and_airflow_lists_its_dags(
     assert out.stdout.index("sync_dags done") < out.stdout.index("start_core_services")
     # AND current points at the commit's release, holding the DAG files only (subdir dags/)
     assert local_env.live_release() == release_id_for(sha, "dags")
-    assert sorted(p.name for p in (local_env.target / "current").glob("*.py")) == ["alpha.py"]
+    assert sorted(p.name for p in (local_env.dags_target / "current").glob("*.py")) == ["alpha.py"]
     # AND real Airflow lists the DAG
-    seconds = _wait_for(lambda: "alpha" in local_env.dag_ids(), SEEN_TIMEOUT_S, "alpha in /api/v2/dags")
+    api = local_env.api()
+    seconds = wait_for(lambda: "alpha" in api.dag_ids(), SEEN_TIMEOUT_S, "alpha in /api/v2/dags")
     print(f"alpha listed {seconds:.1f} s after up returned")
 
 
 def test_a_new_commit_synced_with_afctl_sync_appears_without_a_restart(
-    local_env: LocalEnv, first_up: object
+    local_env: LocalEnv, repo: GitRepo, first_up: object
 ) -> None:
     # GIVEN the running environment and its processes
     before = local_env.pids()
     # WHEN a commit adds a DAG and the operator runs `afctl sync` (no --target: the local one)
-    sha = local_env.repo.commit({"dags/beta.py": _dag("beta")}, "beta")
+    sha = repo.commit({"dags/beta.py": _dag("beta")}, "beta")
     out = local_env.run("sync", timeout=120)
     # THEN it is published into the local target and says so
     assert out.returncode == 0, out.stdout + out.stderr
-    assert f"into {local_env.target}" in out.stdout
+    assert f"into {local_env.dags_target}" in out.stdout
     assert out.stdout.count("published") >= 1, out.stdout
     assert local_env.live_release() == release_id_for(sha, "dags")
     # AND Airflow lists the new DAG within a bounded time, with no process restarted
-    seconds = _wait_for(lambda: "beta" in local_env.dag_ids(), SEEN_TIMEOUT_S, "beta in /api/v2/dags")
+    api = local_env.api()
+    seconds = wait_for(lambda: "beta" in api.dag_ids(), SEEN_TIMEOUT_S, "beta in /api/v2/dags")
     print(f"beta listed {seconds:.1f} s after `afctl sync` returned")
     assert local_env.pids() == before
 
 
-def test_dag_runs_and_versions_record_the_release_sha(local_env: LocalEnv, first_up: object) -> None:
+def test_dag_runs_and_versions_record_the_release_sha(
+    local_env: LocalEnv, repo: GitRepo, first_up: object
+) -> None:
     # GIVEN beta, published at the live commit: release id = commit SHA (+ a suffix naming the subdir)
     release = local_env.live_release()
-    assert release.startswith(local_env.repo.head())
+    assert release.startswith(repo.head())
     # WHEN a run is created through the REST API
-    run = local_env.api("POST", "/dags/beta/dagRuns", {"logical_date": None})
+    run = local_env.api().call("POST", "/dags/beta/dagRuns", {"logical_date": None})
     # THEN the run and the DAG version carry the bundle version: the release of the commit
-    conn = local_env.database.connect()
-    try:
-        run_rows = conn.run(
-            "SELECT bundle_version FROM dag_run WHERE dag_id = 'beta' AND run_id = :r", r=run["dag_run_id"]
-        )
-        version_rows = conn.run("SELECT bundle_name, bundle_version FROM dag_version WHERE dag_id = 'beta'")
-    finally:
-        conn.close()
+    run_rows = local_env.query(
+        "SELECT bundle_version FROM dag_run WHERE dag_id = 'beta' AND run_id = :r", r=run["dag_run_id"]
+    )
+    version_rows = local_env.query(
+        "SELECT bundle_name, bundle_version FROM dag_version WHERE dag_id = 'beta'"
+    )
     assert run_rows == [[release]]
-    assert [list(r) for r in version_rows] == [["dags", release]]
+    assert version_rows == [["dags", release]]
 
 
 def test_a_broken_commit_is_refused_and_the_environment_stays_on_its_release(
-    local_env: LocalEnv, first_up: object
+    local_env: LocalEnv, repo: GitRepo, first_up: object
 ) -> None:
     # GIVEN the live release and the running processes
     live = local_env.live_release()
     before = local_env.pids()
     # WHEN a commit with a DAG file that does not compile is synced
-    local_env.repo.commit({"dags/broken.py": BROKEN_DAG}, "broken")
+    repo.commit({"dags/broken.py": BROKEN_DAG}, "broken")
     out = local_env.run("sync", timeout=120)
     # THEN it is refused (exit 3, as every refusal) with file:line, and current stays where it was
     assert out.returncode == 3, out.stdout + out.stderr
     assert "refused: 1 file(s) do not compile: broken.py:4" in out.stdout, out.stdout
     assert local_env.live_release() == live
-    assert not (local_env.target / "current" / "broken.py").exists()
+    assert not (local_env.dags_target / "current" / "broken.py").exists()
     # AND the environment keeps running and serving the DAGs it had
     assert local_env.pids() == before
-    assert {"alpha", "beta"} <= local_env.dag_ids()
+    assert {"alpha", "beta"} <= local_env.api().dag_ids()
     # WHEN `up` runs again with the broken commit still at the tip
     again = local_env.run("up")
     # THEN it goes on with the live release (nothing destructive) and says why
@@ -341,7 +227,8 @@ def test_folder_mode_reads_the_working_tree(local_env: LocalEnv, first_up: objec
     assert out.returncode == 0, out.stdout + out.stderr
     assert "AFCTL_DAGS_SOURCE=folder" in out.stdout
     assert "sync_dags" not in out.stdout
-    _wait_for(lambda: "gamma" in local_env.dag_ids(), SEEN_TIMEOUT_S, "gamma in /api/v2/dags")
+    api = local_env.api()
+    wait_for(lambda: "gamma" in api.dag_ids(), SEEN_TIMEOUT_S, "gamma in /api/v2/dags")
     # AND `afctl sync` explains there is nothing to sync
     refused = local_env.run("sync", timeout=60)
     assert refused.returncode == 2

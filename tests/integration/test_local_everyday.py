@@ -7,9 +7,8 @@ test_local_runtime.py against running services.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pg8000.native
@@ -19,41 +18,15 @@ from airflow_control_plane.local import lease
 from airflow_control_plane.local.bringup import BringUp
 from airflow_control_plane.local.settings import LocalSettings
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, AirflowRuntime, PostgresDatabase, RedisDatabase
+from tests.harness import folder_env, run_afctl, validate_input
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _no_lease_left(redis_database: RedisDatabase) -> Iterator[None]:
-    """The run's Redis db serves the next module's environment too: no lease outlives a test."""
-    yield
-    redis_database.client().delete("afctl:lease")
-
-
-def _env(state: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AFCTL_"))}
-    env.update({"AFCTL_STATE_DIR": str(state), "AFCTL_DAGS_SOURCE": "folder", **extra})
-    return env
-
-
-def _prepare(env: dict[str, str]) -> BringUp:
-    bringup = BringUp(LocalSettings.from_env(env), lambda _line: None, base_env=env)
-    bringup.validate_input()
-    return bringup
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_lease_left")]
 
 
 def _afctl(
     runtime: AirflowRuntime, env: dict[str, str], *args: str, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(runtime.afctl), *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    return run_afctl(runtime.afctl, env, *args, timeout=180, stdin=stdin)
 
 
 def _database_exists(name: str) -> bool:
@@ -71,8 +44,8 @@ def prepared(
     redis_database: RedisDatabase,
 ) -> tuple[dict[str, str], PostgresDatabase]:
     database = pg_database_factory("every")
-    env = _env(tmp_path / "state", AFCTL_DATABASE_URL=database.dsn, AFCTL_REDIS_URL=redis_database.url)
-    _prepare(env)
+    env = folder_env(tmp_path / "state", AFCTL_DATABASE_URL=database.dsn, AFCTL_REDIS_URL=redis_database.url)
+    validate_input(env)
     return env, database
 
 
@@ -116,9 +89,9 @@ def test_reset_asks_then_drops_what_is_leased_and_the_state_folder(
     env, database = prepared
     state = Path(env["AFCTL_STATE_DIR"])
     # GIVEN a second state folder that joined the same database on purpose
-    joiner = _env(tmp_path / "joiner", AFCTL_DATABASE_URL=env["AFCTL_DATABASE_URL"],
+    joiner = folder_env(tmp_path / "joiner", AFCTL_DATABASE_URL=env["AFCTL_DATABASE_URL"],
                   AFCTL_REDIS_URL=env["AFCTL_REDIS_URL"], AFCTL_JOIN="1")  # fmt: skip
-    _prepare(joiner)
+    validate_input(joiner)
     # WHEN the joiner resets: THEN the owner's database is kept and named
     out = _afctl(airflow_runtime, joiner, "reset", "--yes")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -144,7 +117,7 @@ def test_parse_reports_a_broken_dag_with_file_and_line(
     folder = tmp_path / "dags"
     folder.mkdir()
     (folder / "broken.py").write_text("import module_that_does_not_exist_here\n")
-    out = _afctl(airflow_runtime, _env(tmp_path / "s"), "parse", str(folder))
+    out = _afctl(airflow_runtime, folder_env(tmp_path / "s"), "parse", str(folder))
     assert out.returncode == 1, out.stdout + out.stderr
     assert "broken.py:1" in out.stdout
 
@@ -166,7 +139,7 @@ def test_up_applies_connections_variables_and_pools_from_the_settings_folder(
         json.dumps({"etl": {"slots": 3, "description": "etl", "include_deferred": False}})
     )
     database = migrated_database_factory("settings")
-    env = _env(
+    env = folder_env(
         tmp_path / "state",
         AFCTL_DATABASE_URL=database.dsn,
         AFCTL_REDIS_URL=redis_database.url,

@@ -8,7 +8,6 @@ tests stay light. test_local_runtime.py refuses a second `afctl up` on a running
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,32 +18,13 @@ import redis
 from airflow_control_plane.errors import ConfigError
 from airflow_control_plane.local import lease
 from airflow_control_plane.local.backing import PostgresTarget, RedisTarget
-from airflow_control_plane.local.bringup import BringUp
 from airflow_control_plane.local.reset import apply_reset, plan_reset
 from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.settings import LocalSettings
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, REDIS_HOST, REDIS_PORT, PostgresDatabase, RedisDatabase
+from tests.harness import folder_env, validate_input
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _no_lease_left(redis_database: RedisDatabase) -> Iterator[None]:
-    """The run's Redis db serves the next module's environment too: no lease outlives a test."""
-    yield
-    redis_database.client().delete("afctl:lease")
-
-
-def _env(state: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AFCTL_"))}
-    env.update({"AFCTL_STATE_DIR": str(state), "AFCTL_DAGS_SOURCE": "folder", **extra})
-    return env
-
-
-def _validate(env: dict[str, str]) -> BringUp:
-    bringup = BringUp(LocalSettings.from_env(env), lambda _line: None, base_env=env)
-    bringup.validate_input()
-    return bringup
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_lease_left")]
 
 
 @pytest.fixture
@@ -55,7 +35,7 @@ def default_servers_cleanup() -> Iterator[list[Path]]:
     admin = pg8000.native.Connection(user=PG_USER, host=PG_HOST, port=PG_PORT, database="postgres")
     try:
         for root in roots:
-            state = RuntimeState.load(LocalSettings.from_env(_env(root)).paths)
+            state = RuntimeState.load(LocalSettings.from_env(folder_env(root)).paths)
             if state.redis_url:
                 target = RedisTarget.parse(state.redis_url)
                 redis.Redis(host=target.host, port=target.port, db=target.db).flushdb()
@@ -74,7 +54,7 @@ def test_two_checkouts_side_by_side_get_their_own_database_and_redis_db(
     first, second = tmp_path / "clone-a" / ".local", tmp_path / "clone-b" / ".local"
     default_servers_cleanup.extend([first, second])
     # WHEN each one's bring-up validates its input
-    a, b = _validate(_env(first)), _validate(_env(second))
+    a, b = validate_input(folder_env(first)), validate_input(folder_env(second))
     # THEN each has its own database, named after its checkout, and its own Redis db number
     assert a.target is not None
     assert b.target is not None
@@ -89,7 +69,7 @@ def test_two_checkouts_side_by_side_get_their_own_database_and_redis_db(
     assert lease.read_database_lease(b.target)[0] == str(second.resolve())
     assert lease.read_redis_lease(RedisTarget.parse(state_b.redis_url)) == str(second.resolve())
     # AND a second validation of the first keeps the same database and Redis db
-    again = _validate(_env(first))
+    again = validate_input(folder_env(first))
     assert again.target == a.target
     assert RuntimeState.load(again.settings.paths).redis_url == state_a.redis_url
     # WHEN the first hibernates (its Redis marker is let go) and is then reset
@@ -112,16 +92,16 @@ def test_a_shared_database_is_refused_and_joined_only_when_asked(
     database = pg_database_factory("shared")
     shared = {"AFCTL_DATABASE_URL": database.dsn, "AFCTL_REDIS_URL": redis_database.url}
     owner = tmp_path / "a"
-    _validate(_env(owner, **shared))
+    validate_input(folder_env(owner, **shared))
     # WHEN a second state folder points at them
     # THEN it is refused, naming the owner and how to join on purpose
     with pytest.raises(ConfigError, match=r"in use by the local environment in .*AFCTL_JOIN=1") as refused:
-        _validate(_env(tmp_path / "b", **shared))
+        validate_input(folder_env(tmp_path / "b", **shared))
     assert str(owner.resolve()) in str(refused.value)
     # AND nothing was recorded for it
-    assert RuntimeState.load(LocalSettings.from_env(_env(tmp_path / "b")).paths).database_url is None
+    assert RuntimeState.load(LocalSettings.from_env(folder_env(tmp_path / "b")).paths).database_url is None
     # WHEN it asks to join
-    joined = _validate(_env(tmp_path / "b", AFCTL_JOIN="1", **shared))
+    joined = validate_input(folder_env(tmp_path / "b", AFCTL_JOIN="1", **shared))
     # THEN it proceeds as a joiner and the lease stays with the owner
     assert joined.joined is True
     target = PostgresTarget.parse(database.dsn)
@@ -142,13 +122,13 @@ def test_a_database_with_a_schema_made_elsewhere_is_not_taken_over_silently(
         conn.run("INSERT INTO alembic_version VALUES ('abc123')")
     finally:
         conn.close()
-    env = _env(tmp_path / "s", AFCTL_DATABASE_URL=database.dsn, AFCTL_REDIS_URL=redis_database.url)
+    env = folder_env(tmp_path / "s", AFCTL_DATABASE_URL=database.dsn, AFCTL_REDIS_URL=redis_database.url)
     # WHEN a state folder that never migrated it validates
     # THEN it is refused with the way out, and no lease is written
     with pytest.raises(ConfigError, match="not taken over silently"):
-        _validate(env)
+        validate_input(env)
     target = PostgresTarget.parse(database.dsn)
     assert lease.read_database_lease(target) == (None, True)
     # AND with AFCTL_JOIN=1 it is taken over explicitly, leased to this state folder
-    _validate({**env, "AFCTL_JOIN": "1"})
+    validate_input({**env, "AFCTL_JOIN": "1"})
     assert lease.read_database_lease(target)[0] == str((tmp_path / "s").resolve())

@@ -10,7 +10,6 @@ marker, so a failing test leaves nothing behind.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -20,9 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,69 +32,19 @@ from airflow_control_plane.local.hibernate import sweep_strays
 from airflow_control_plane.local.paths import StatePaths
 from airflow_control_plane.local.supervisor import dump_spec
 from tests.conftest import AirflowRuntime, PostgresDatabase, RedisDatabase
+from tests.harness import (
+    DOWN_TIMEOUT_S,
+    UP_TIMEOUT_S,
+    LocalEnv,
+    clean_env,
+    free_port,
+    get_token,
+    health,
+    local_environment,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
-
-UP_TIMEOUT_S = 480
-DOWN_TIMEOUT_S = 240
-
-
-@dataclass(frozen=True)
-class LocalEnv:
-    afctl: Path
-    state: Path
-    env: dict[str, str]
-    database: PostgresDatabase
-
-    def run(self, *args: str, timeout: float = UP_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(self.afctl), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def status(self) -> dict[str, dict[str, str]]:
-        out = self.run("status", timeout=60)
-        assert out.returncode == 0, out.stderr
-        rows = {}
-        for line in out.stdout.splitlines()[1:]:
-            parts = line.split()
-            if len(parts) >= 6 and parts[1].isdigit():
-                rows[parts[0]] = {
-                    "desired": parts[1],
-                    "running": parts[2],
-                    "steady": parts[3],
-                    "pids": parts[5],
-                }
-        return rows
-
-    @property
-    def base_url(self) -> str:
-        port = json.loads((self.state / "state.json").read_text())["api_port"]
-        return f"http://127.0.0.1:{port}"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(1.0)
-
-
-def _kill_marked(state: Path) -> list[int]:
-    return sweep_strays(str(state), grace_s=5.0)
 
 
 @pytest.fixture(scope="module")
@@ -108,22 +55,11 @@ def local_env(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[LocalEnv]:
     state = tmp_path_factory.mktemp("afstate")
-    database = pg_database_factory("local")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AFCTL_"))},
-        "AFCTL_STATE_DIR": str(state),
-        "AFCTL_DATABASE_URL": database.dsn,
-        "AFCTL_REDIS_URL": redis_database.url,
-        "AFCTL_STOP_GRACE": "15",
-        # a fixed worker here; test_local_autoscaling.py covers the autoscaler (0 -> N -> 0)
-        "AFCTL_AUTOSCALE": "false",
-    }
-    local = LocalEnv(airflow_runtime.afctl, state, env, database)
-    try:
+    # a fixed worker here; test_local_autoscaling.py covers the autoscaler (0 -> N -> 0)
+    with local_environment(
+        airflow_runtime, state, pg_database_factory("local"), redis_database, AFCTL_AUTOSCALE="false"
+    ) as local:
         yield local
-    finally:
-        local.run("down", "--force", timeout=DOWN_TIMEOUT_S)
-        _kill_marked(state)
 
 
 @pytest.fixture(scope="module")
@@ -131,25 +67,6 @@ def first_up(local_env: LocalEnv) -> subprocess.CompletedProcess[str]:
     out = local_env.run("up")
     assert out.returncode == 0, f"afctl up failed:\n{out.stdout}\n{out.stderr}"
     return out
-
-
-def _health(base_url: str) -> dict[str, object]:
-    with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=10) as response:  # noqa: S310
-        data = json.loads(response.read())
-    assert isinstance(data, dict)
-    return data
-
-
-def _token(base_url: str, username: str, password: str) -> str:
-    request = urllib.request.Request(  # noqa: S310 - http on loopback
-        f"{base_url}/auth/token",
-        data=json.dumps({"username": username, "password": password}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        assert response.status == 201
-        return str(json.loads(response.read())["access_token"])
 
 
 def test_up_runs_the_steps_in_order_and_airflow_is_healthy(
@@ -163,11 +80,17 @@ def test_up_runs_the_steps_in_order_and_airflow_is_healthy(
     from airflow_control_plane.bringup.steps import BRING_UP_ORDER
 
     assert [name for name, _ in steps] == [s.value for s in BRING_UP_ORDER]
-    health = _health(local_env.base_url)
+    document = health(local_env.base_url)
     for component in ("metadatabase", "scheduler", "dag_processor", "triggerer"):
-        entry = health[component]
+        entry = document[component]
         assert isinstance(entry, dict)
-        assert entry["status"] == "healthy", health
+        assert entry["status"] == "healthy", document
+    # AND `afctl status --json` reports the same: healthy, each component named
+    report = local_env.status()
+    assert report["health"]["healthy"] is True, report
+    assert {report["components"][c] for c in ("metadatabase", "scheduler", "dag_processor", "triggerer")} == {
+        "healthy"
+    }
 
 
 def test_the_admin_obtains_an_api_token_and_the_password_is_not_in_logs(
@@ -175,16 +98,16 @@ def test_the_admin_obtains_an_api_token_and_the_password_is_not_in_logs(
 ) -> None:
     # GIVEN the generated credentials stored under the state folder
     credentials_file = local_env.state / "credentials.json"
-    credentials = json.loads(credentials_file.read_text())
+    credentials = local_env.credentials()
     # THEN the file is private, the password was shown once at the end of `up`
     assert stat.S_IMODE(credentials_file.stat().st_mode) == 0o600
     assert credentials["password"] in first_up.stdout
     # AND the admin can obtain a JWT from the FAB auth manager's token endpoint
-    token = _token(local_env.base_url, credentials["username"], credentials["password"])
+    token = get_token(local_env.base_url, credentials["username"], credentials["password"])
     assert token.count(".") == 2
     # AND a wrong password is refused
     with pytest.raises(urllib.error.HTTPError) as refused:
-        _token(local_env.base_url, credentials["username"], credentials["password"] + "x")
+        get_token(local_env.base_url, credentials["username"], credentials["password"] + "x")
     assert refused.value.code == 401
     # AND the password appears in no log file of the local runtime
     for log in (local_env.state / "logs").glob("*.log"):
@@ -193,58 +116,33 @@ def test_the_admin_obtains_an_api_token_and_the_password_is_not_in_logs(
 
 def test_status_shows_desired_and_running_counts(local_env: LocalEnv, first_up: object) -> None:
     # WHEN the operator asks for the status
-    rows = local_env.status()
+    rows = local_env.services()
     # THEN every core service and the worker run at their desired count of 1
     for service in ("api-server", "scheduler", "dag-processor", "triggerer", "worker"):
-        assert rows[service]["desired"] == "1", rows
-        assert rows[service]["running"] == "1", rows
-
-
-def _api(base_url: str, token: str, method: str, path: str, body: object | None = None) -> dict[str, object]:
-    request = urllib.request.Request(  # noqa: S310 - http on loopback
-        f"{base_url}/api/v2{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        method=method,
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        data = json.loads(response.read())
-    assert isinstance(data, dict)
-    return data
+        assert rows[service]["desired"] == 1, rows
+        assert rows[service]["running"] == 1, rows
 
 
 def test_a_dag_run_completes_on_the_celery_worker(local_env: LocalEnv, first_up: object) -> None:
     # GIVEN the admin's token and the sample DAG even_odd from the repository's dags/ folder
-    credentials = json.loads((local_env.state / "credentials.json").read_text())
-    token = _token(local_env.base_url, credentials["username"], credentials["password"])
-
-    def parsed() -> bool:
-        try:
-            _api(local_env.base_url, token, "GET", "/dags/even_odd")
-        except urllib.error.HTTPError:
-            return False
-        return True
-
-    _wait_for(parsed, 120, "the dag-processor to parse even_odd")
-    # WHEN it is unpaused and triggered through the REST API
-    _api(local_env.base_url, token, "PATCH", "/dags/even_odd", {"is_paused": False})
-    run = _api(local_env.base_url, token, "POST", "/dags/even_odd/dagRuns", {"logical_date": None})
-    run_id = urllib.parse.quote(str(run["dag_run_id"]), safe="")
+    api = local_env.api()
+    # WHEN it is parsed, unpaused and triggered through the REST API
+    run_id = urllib.parse.quote(api.trigger("even_odd", parsed_within_s=120), safe="")
     # THEN the scheduler queues it, the Celery worker runs the tasks through the api-server's
     # execution API (same JWT secret everywhere) and the run succeeds
     states: list[object] = []
 
     def finished() -> bool:
-        states.append(_api(local_env.base_url, token, "GET", f"/dags/even_odd/dagRuns/{run_id}")["state"])
+        states.append(api.call("GET", f"/dags/even_odd/dagRuns/{run_id}")["state"])
         return states[-1] in ("success", "failed")
 
-    _wait_for(finished, 240, "the even_odd run to finish")
+    wait_for(finished, 240, "the even_odd run to finish")
     assert states[-1] == "success", states
 
 
 def test_up_twice_is_safe_and_skips_the_one_off_jobs(local_env: LocalEnv, first_up: object) -> None:
     # GIVEN a running environment and its process ids
-    before = local_env.status()
+    before = local_env.pids()
     # WHEN `up` runs again
     started = time.monotonic()
     out = local_env.run("up")
@@ -255,7 +153,7 @@ def test_up_twice_is_safe_and_skips_the_one_off_jobs(local_env: LocalEnv, first_
     assert re.search(r"migrate_database done in [\d.]+ s: skipped", out.stdout), out.stdout
     assert re.search(r"create_admin_user done in [\d.]+ s: skipped", out.stdout), out.stdout
     assert "password:" not in out.stdout  # shown once only
-    assert {k: v["pids"] for k, v in local_env.status().items()} == {k: v["pids"] for k, v in before.items()}
+    assert local_env.pids() == before
 
 
 def test_a_port_change_on_the_running_environment_is_refused_and_nothing_recorded(
@@ -264,26 +162,19 @@ def test_a_port_change_on_the_running_environment_is_refused_and_nothing_recorde
     # GIVEN a running environment on its recorded port
     before_state = (local_env.state / "state.json").read_text()
     old_url = local_env.base_url
-    pids = {k: v["pids"] for k, v in local_env.status().items()}
+    pids = local_env.pids()
     # WHEN `up` runs again asking for another port
-    out = subprocess.run(
-        [str(local_env.afctl), "up"],
-        env={**local_env.env, "AFCTL_API_PORT": str(_free_port())},
-        capture_output=True,
-        text=True,
-        timeout=UP_TIMEOUT_S,
-        check=False,
-    )
+    out = local_env.run("up", env={**local_env.env, "AFCTL_API_PORT": str(free_port())}, timeout=UP_TIMEOUT_S)
     # THEN it is refused at once, naming the change and how to apply it
     assert out.returncode == 2, out.stdout + out.stderr
     assert "api_port" in out.stderr
     assert "afctl down" in out.stderr
     # AND the state still records the port the api-server uses, which still answers
     assert (local_env.state / "state.json").read_text() == before_state
-    metadatabase = _health(old_url)["metadatabase"]
+    metadatabase = health(old_url)["metadatabase"]
     assert isinstance(metadatabase, dict)
     assert metadatabase["status"] == "healthy"
-    assert {k: v["pids"] for k, v in local_env.status().items()} == pids
+    assert local_env.pids() == pids
 
 
 def test_a_second_state_folder_on_the_same_database_is_refused_naming_the_owner(
@@ -292,9 +183,7 @@ def test_a_second_state_folder_on_the_same_database_is_refused_naming_the_owner(
     # GIVEN the running environment's database and Redis, and another state folder
     other = {**local_env.env, "AFCTL_STATE_DIR": str(tmp_path / "other"), "AFCTL_DAGS_SOURCE": "folder"}
     # WHEN that second environment is brought up without asking to join
-    out = subprocess.run(
-        [str(local_env.afctl), "up"], env=other, capture_output=True, text=True, timeout=120, check=False
-    )
+    out = local_env.run("up", env=other, timeout=120)
     # THEN it refuses before starting anything, naming the owner and the way to join
     assert out.returncode == 2, out.stdout + out.stderr
     assert str(local_env.state) in out.stderr
@@ -304,37 +193,37 @@ def test_a_second_state_folder_on_the_same_database_is_refused_naming_the_owner(
 
 def test_a_killed_scheduler_is_restarted(local_env: LocalEnv, first_up: object) -> None:
     # GIVEN the scheduler's process
-    old_pid = int(local_env.status()["scheduler"]["pids"])
+    (old_pid,) = local_env.pids()["scheduler"]
     # WHEN it is killed hard (as an OOM kill would)
     os.kill(old_pid, signal.SIGKILL)
 
     # THEN the supervisor starts a new scheduler process and the scheduler becomes healthy again
     def replaced() -> bool:
-        row = local_env.status()["scheduler"]
-        return row["running"] == "1" and row["pids"] not in ("-", str(old_pid))
+        row = local_env.services()["scheduler"]
+        return row["running"] == 1 and row["pids"] not in ([], [old_pid])
 
-    _wait_for(replaced, 120, "a new scheduler process")
+    wait_for(replaced, 120, "a new scheduler process")
     assert not proc.is_alive(old_pid)
 
     def scheduler_healthy() -> bool:
-        entry = _health(local_env.base_url)["scheduler"]
+        entry = health(local_env.base_url)["scheduler"]
         return isinstance(entry, dict) and entry["status"] == "healthy"
 
-    _wait_for(scheduler_healthy, 180, "the restarted scheduler to heartbeat")
+    wait_for(scheduler_healthy, 180, "the restarted scheduler to heartbeat")
 
 
 def test_restart_replaces_one_services_processes_and_leaves_the_others(
     local_env: LocalEnv, first_up: object
 ) -> None:
     # GIVEN the running services' processes
-    before = {k: v["pids"] for k, v in local_env.status().items()}
+    before = local_env.pids()
     # WHEN the triggerer is restarted
     out = local_env.run("restart", "triggerer", timeout=240)
     # THEN it runs again with a new process, and no other service was touched
     assert out.returncode == 0, out.stdout + out.stderr
     assert "triggerer: restarted" in out.stdout
-    after = {k: v["pids"] for k, v in local_env.status().items()}
-    assert after["triggerer"] not in ("-", before["triggerer"])
+    after = local_env.pids()
+    assert after["triggerer"] not in ([], before["triggerer"])
     assert {k: v for k, v in after.items() if k != "triggerer"} == {
         k: v for k, v in before.items() if k != "triggerer"
     }
@@ -350,7 +239,7 @@ def test_down_hibernates_in_order_and_leaves_no_process(local_env: LocalEnv, fir
     ecs = LocalEcs(StatePaths(local_env.state))
     supervisor_pid = ecs.supervisor_pid()
     assert supervisor_pid is not None
-    leaders = [int(p) for row in local_env.status().values() for p in row["pids"].split(",") if p != "-"]
+    leaders = [pid for pids in local_env.pids().values() for pid in pids]
     members = {pid for leader in leaders for pid in proc.group_members(leader)}
     tree = set(proc.descendants(supervisor_pid))
     marked = set(proc.marked_processes(STATE_MARKER_ENV, str(local_env.state)))
@@ -372,8 +261,10 @@ def test_down_hibernates_in_order_and_leaves_no_process(local_env: LocalEnv, fir
     supervisor_log = (local_env.state / "logs" / "supervisor.log").read_text()
     assert not re.search(r"api-server\[0\] pid \d+ still running .* SIGKILL", supervisor_log), supervisor_log
     # AND status says so, with every desired count at 0
-    rows = local_env.status()
-    assert all(row["desired"] == "0" and row["running"] == "0" for row in rows.values()), rows
+    report = local_env.status()
+    assert report["supervisor_running"] is False
+    rows = report["services"]
+    assert all(row["desired"] == 0 and row["running"] == 0 for row in rows), rows
     # AND the metadata database is intact (the admin user is still there for the next `up`)
     conn = local_env.database.connect()
     try:
@@ -393,13 +284,12 @@ def test_a_failed_migration_starts_no_service(
     fake.write_text("#!/bin/sh\necho 'migration exploded' >&2\nexit 3\n")
     fake.chmod(0o755)
     database = pg_database_factory("failmig")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AFCTL_"))},
-        "AFCTL_STATE_DIR": str(tmp_path / "state"),
-        "AFCTL_DATABASE_URL": database.dsn,
-        "AFCTL_REDIS_URL": redis_database.url,
-        "AFCTL_AIRFLOW_BIN": str(fake),
-    }
+    env = clean_env(
+        AFCTL_STATE_DIR=str(tmp_path / "state"),
+        AFCTL_DATABASE_URL=database.dsn,
+        AFCTL_REDIS_URL=redis_database.url,
+        AFCTL_AIRFLOW_BIN=str(fake),
+    )
     # WHEN `afctl up` runs (in this interpreter: the fake stands in for Airflow)
     out = subprocess.run(
         [sys.executable, "-m", "airflow_control_plane", "up"],
@@ -451,12 +341,12 @@ def test_supervisor_scales_restarts_and_force_stops(plain_supervisor: LocalEcs) 
     # GIVEN two sleepers and one process that ignores SIGTERM
     ecs.set_desired_count("sleeper", 2)
     ecs.set_desired_count("stubborn", 1)
-    _wait_for(lambda: _state(ecs, "sleeper")[0] == 2 and _state(ecs, "stubborn")[0] == 1, 30, "processes")
+    wait_for(lambda: _state(ecs, "sleeper")[0] == 2 and _state(ecs, "stubborn")[0] == 1, 30, "processes")
     first, second = _state(ecs, "sleeper")[1]
     # WHEN one sleeper is killed
     os.kill(second, signal.SIGKILL)
     # THEN it is replaced (restart counted), the other keeps running
-    _wait_for(
+    wait_for(
         lambda: _state(ecs, "sleeper")[0] == 2 and second not in _state(ecs, "sleeper")[1], 30, "restart"
     )
     assert first in _state(ecs, "sleeper")[1]
@@ -464,7 +354,7 @@ def test_supervisor_scales_restarts_and_force_stops(plain_supervisor: LocalEcs) 
     # WHEN the stubborn service is scaled to 0: SIGTERM is ignored, SIGKILL follows the 2 s grace
     stubborn_pid = _state(ecs, "stubborn")[1][0]
     ecs.set_desired_count("stubborn", 0)
-    _wait_for(lambda: not proc.is_alive(stubborn_pid), 30, "the stubborn process to be killed")
+    wait_for(lambda: not proc.is_alive(stubborn_pid), 30, "the stubborn process to be killed")
     # THEN bad requests are refused with a reason, and nothing changed
     with pytest.raises(Exception, match="at most 1"):
         ecs.set_desired_count("stubborn", 2)
@@ -477,7 +367,7 @@ def test_supervisor_shutdown_leaves_no_process(plain_supervisor: LocalEcs) -> No
     ecs = plain_supervisor
     ecs.set_desired_count("sleeper", 2)
     ecs.set_desired_count("stubborn", 1)
-    _wait_for(lambda: _state(ecs, "sleeper")[0] == 2 and _state(ecs, "stubborn")[0] == 1, 30, "processes")
+    wait_for(lambda: _state(ecs, "sleeper")[0] == 2 and _state(ecs, "stubborn")[0] == 1, 30, "processes")
     pids = [*_state(ecs, "sleeper")[1], *_state(ecs, "stubborn")[1]]
     supervisor_pid = ecs.supervisor_pid()
     assert supervisor_pid is not None
@@ -492,11 +382,7 @@ def test_the_pre_imported_cli_runs_each_command_in_a_fork_with_its_own_exit_code
     airflow_runtime: AirflowRuntime, tmp_path: Path
 ) -> None:
     # GIVEN the pre-imported Airflow CLI of the runtime environment
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AFCTL_"))},
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    }
+    env = clean_env(AIRFLOW_HOME=str(tmp_path / "airflow"), AIRFLOW__CORE__LOAD_EXAMPLES="False")
     cli = WarmCli(airflow_runtime.python, env=env, log_path=tmp_path / "warm.log", cwd=tmp_path)
     try:
         # WHEN it runs a command that succeeds, one that fails, and the first one again

@@ -6,13 +6,13 @@ process from the runtime environment; no Airflow service is started.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import AirflowRuntime
+from tests.harness import GitRepo, clean_env, run_afctl
 
 pytestmark = pytest.mark.integration
 
@@ -20,49 +20,30 @@ GOOD_DAG = '"""alpha."""\n\nVALUE = 1\n'
 BROKEN_DAG = "def oops(:\n    pass\n"
 
 
-def _git(repo: Path, *args: str) -> str:
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    return subprocess.run([*git, *args], check=True, timeout=30, capture_output=True, text=True).stdout
-
-
-def _commit(repo: Path, files: dict[str, str], message: str) -> str:
-    for name, text in files.items():
-        (repo / name).write_text(text)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", message)
-    return _git(repo, "rev-parse", "HEAD").strip()
-
-
 def _afctl(runtime: AirflowRuntime, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(runtime.afctl), *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    return run_afctl(runtime.afctl, env, *args, timeout=120)
 
 
 @pytest.fixture
-def local(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+def local(tmp_path: Path) -> tuple[GitRepo, dict[str, str]]:
     """A local environment's state folder (never brought up) whose DAG source is a test repo."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True, timeout=30)
+    repo = GitRepo.create(tmp_path / "repo")
     state = tmp_path / "state"
     state.mkdir()
     (state / "state.json").write_text("{}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AFCTL_"))}
-    env.update({"AFCTL_STATE_DIR": str(state), "AFCTL_DAG_REPO_URL": repo.as_uri()})
-    return repo, env
+    return repo, clean_env(AFCTL_STATE_DIR=str(state), AFCTL_DAG_REPO_URL=repo.url)
 
 
 def test_status_shows_the_live_release_and_the_last_refused_sync(
-    airflow_runtime: AirflowRuntime, local: tuple[Path, dict[str, str]]
+    airflow_runtime: AirflowRuntime, local: tuple[GitRepo, dict[str, str]]
 ) -> None:
     repo, env = local
     # GIVEN a published commit
-    sha = _commit(repo, {"alpha.py": GOOD_DAG}, "good")
+    sha = repo.commit({"alpha.py": GOOD_DAG}, "good")
     published = _afctl(airflow_runtime, env, "sync")
     assert published.returncode == 0, published.stdout + published.stderr
     # WHEN a commit that does not compile is synced
-    _commit(repo, {"broken.py": BROKEN_DAG}, "broken")
+    repo.commit({"broken.py": BROKEN_DAG}, "broken")
     refused = _afctl(airflow_runtime, env, "sync")
     assert refused.returncode == 3, refused.stdout + refused.stderr  # 3: refused, as documented
     # THEN status (as JSON and as text) shows the release still live and the refusal with its reason
@@ -80,12 +61,12 @@ def test_status_shows_the_live_release_and_the_last_refused_sync(
 
 
 def test_sync_warns_about_uncommitted_dag_changes_and_says_how_to_publish(
-    airflow_runtime: AirflowRuntime, local: tuple[Path, dict[str, str]]
+    airflow_runtime: AirflowRuntime, local: tuple[GitRepo, dict[str, str]]
 ) -> None:
     repo, env = local
     # GIVEN a commit, then an edit that is not committed
-    _commit(repo, {"alpha.py": GOOD_DAG}, "good")
-    (repo / "alpha.py").write_text(GOOD_DAG + "VALUE = 2\n")
+    repo.commit({"alpha.py": GOOD_DAG}, "good")
+    (repo.path / "alpha.py").write_text(GOOD_DAG + "VALUE = 2\n")
     # WHEN it is synced
     out = _afctl(airflow_runtime, env, "sync")
     # THEN the commit is published, and the edit is named with the two ways to publish it
@@ -99,7 +80,7 @@ def test_a_failed_sync_leaves_no_target_folders_behind(
 ) -> None:
     # GIVEN a repository URL that does not exist and a target whose folders do not exist yet
     target = tmp_path / "new" / "dags"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AFCTL_"))}
+    env = clean_env()
     missing = (tmp_path / "no-such-repo").as_uri()
     # WHEN the sync fails
     out = _afctl(airflow_runtime, env, "sync", "--repo", missing, "--target", str(target))
