@@ -9,13 +9,16 @@ db number, so concurrent runs never collide, and cleans up afterwards.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pg8000.native
 import pytest
@@ -45,6 +48,27 @@ def load_event(name: str) -> dict[str, object]:
     data = json.loads((EVENTS_DIR / name).read_text())
     assert isinstance(data, dict), f"events/{name} must hold a JSON object"
     return data
+
+
+def load_module(path: Path, name: str, *, reuse: bool = False) -> ModuleType:
+    """Import a file that is in no package (a Lambda's app.py, the image's entrypoint) as
+    ``name``, registered in sys.modules (dataclasses resolve their module by name). With
+    ``reuse``, a module already loaded under that name is returned as it is."""
+    if reuse and name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None, path
+    assert spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def function_app(function_dir: str, name: str | None = None, *, reuse: bool = False) -> ModuleType:
+    """functions/<function_dir>/app.py, loaded as ``name`` (default ``<function_dir>_app``)."""
+    path = REPO_ROOT / "functions" / function_dir / "app.py"
+    return load_module(path, name or f"{function_dir}_app", reuse=reuse)
 
 
 @dataclass(frozen=True)

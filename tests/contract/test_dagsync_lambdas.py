@@ -3,11 +3,9 @@ and a real folder."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -19,7 +17,7 @@ from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
 from airflow_control_plane.errors import InvalidInputError
-from tests.conftest import REPO_ROOT, load_event
+from tests.conftest import function_app, load_event
 
 pytestmark = pytest.mark.contract
 
@@ -34,14 +32,7 @@ CONTEXT = SimpleNamespace(
 
 
 def _load(name: str) -> ModuleType:
-    path = REPO_ROOT / "functions" / name / "app.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_app", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return function_app(name)
 
 
 @pytest.fixture

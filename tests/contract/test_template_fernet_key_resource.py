@@ -2,36 +2,25 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from tests.conftest import load_module
+
 pytestmark = pytest.mark.contract
 
 APP = Path(__file__).resolve().parents[2] / "functions" / "fernet_key" / "app.py"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fernet_key_app_contract", APP)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fernet_key_app_contract"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-app = _load()
+app = load_module(APP, "fernet_key_app_contract")
 
 
 @pytest.fixture

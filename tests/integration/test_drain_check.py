@@ -7,12 +7,9 @@ foreign-key triggers off for the inserting session (no DAG runs needed to count 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -23,7 +20,7 @@ from moto import mock_aws
 
 from airflow_control_plane.bringup.drain import ActiveTaskInstances, PostgresTaskInstanceCounter, decide_drain
 from airflow_control_plane.errors import TransientError
-from tests.conftest import REPO_ROOT, PostgresDatabase
+from tests.conftest import PostgresDatabase, function_app
 
 pytestmark = pytest.mark.integration
 
@@ -86,17 +83,7 @@ def test_an_unreachable_database_is_a_transient_error(airflow_db: PostgresDataba
 
 
 def _drain_app() -> ModuleType:
-    name = "lambda_app_drain_check"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(REPO_ROOT) / "functions" / "drain_check" / "app.py"
-        )
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return function_app("drain_check", "lambda_app_drain_check", reuse=True)
 
 
 def test_handler_end_to_end_with_secret_and_real_database(

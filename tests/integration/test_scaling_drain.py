@@ -11,7 +11,6 @@ releases protection and lowers the count -- and a task published at the instant 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -36,7 +35,7 @@ from airflow_control_plane.scaling.events import RecordingPublisher
 from airflow_control_plane.scaling.hibernation import FixedFlag
 from airflow_control_plane.scaling.memory import EcsTagStore
 from airflow_control_plane.scaling.service import ScalingPorts
-from tests.conftest import REPO_ROOT, AirflowRuntime, RedisDatabase, load_event
+from tests.conftest import AirflowRuntime, RedisDatabase, function_app, load_event
 from tests.contract.ecs_task_protection import REGION, emulate_task_protection, run_worker_tasks
 from tests.contract.test_scaling_protection_agent import AgentState, running_agent
 
@@ -116,12 +115,7 @@ def load_app(monkeypatch: pytest.MonkeyPatch, broker_secret: str) -> ModuleType:
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    spec = importlib.util.spec_from_file_location("autoscaler_app", REPO_ROOT / "functions/autoscaler/app.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return function_app("autoscaler")
 
 
 class NoTaskInstances:

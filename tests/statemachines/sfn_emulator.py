@@ -767,17 +767,6 @@ def emulated_aws(time_scale: float = 0.0) -> Iterator[Emulator]:
 
 def load_handler_module(function_dir: str) -> types.ModuleType:
     """Import functions/<function_dir>/app.py under a unique module name (every Lambda has an app.py)."""
-    import importlib.util
-    import sys
+    from tests.conftest import function_app
 
-    name = f"lambda_app_{function_dir}"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = REPO_ROOT / "functions" / function_dir / "app.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None, path
-    assert spec.loader is not None, path
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return function_app(function_dir, f"lambda_app_{function_dir}", reuse=True)

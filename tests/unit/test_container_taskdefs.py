@@ -3,14 +3,12 @@ image's health-check budget fits every task definition's health-check timeout.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_module
 from tests.containers.taskdefs import (
     LocalBackends,
     SecretRef,
@@ -32,15 +30,7 @@ def translated() -> dict[str, Any]:
 
 
 def _entrypoint() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "entrypoint_t", REPO_ROOT / "airflow_image" / "entrypoint.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["entrypoint_t"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(REPO_ROOT / "airflow_image" / "entrypoint.py", "entrypoint_t")
 
 
 def test_the_entrypoints_health_budget_is_below_every_task_definitions_timeout(

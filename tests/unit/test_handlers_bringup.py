@@ -6,8 +6,6 @@ tests/statemachines; here the Lambda events do, with in-memory adapters (no netw
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -17,7 +15,7 @@ import pytest
 from airflow_control_plane.bringup.drain import ActiveTaskInstances
 from airflow_control_plane.errors import ConfigError, InvalidInputError
 from airflow_control_plane.health import NotHealthyYet
-from tests.conftest import REPO_ROOT, load_event
+from tests.conftest import function_app, load_event
 from tests.statemachines.health_server import HEALTHY, with_status
 
 pytestmark = pytest.mark.unit
@@ -32,15 +30,7 @@ class Context:
 
 
 def _handler_module(function_dir: str) -> ModuleType:
-    name = f"lambda_app_{function_dir}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "functions" / function_dir / "app.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return function_app(function_dir, f"lambda_app_{function_dir}", reuse=True)
 
 
 @pytest.fixture(autouse=True)

@@ -16,9 +16,7 @@ Adapters are fakes that record what the handler would do; nothing leaves the pro
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,7 +42,7 @@ from airflow_control_plane.scaling.hibernation import FixedFlag
 from airflow_control_plane.scaling.memory import InMemoryStore
 from airflow_control_plane.scaling.policy import ScaleMemory
 from airflow_control_plane.scaling.service import ScalingPorts
-from tests.conftest import REPO_ROOT, load_event
+from tests.conftest import function_app, load_event
 from tests.statemachines.health_server import HEALTHY
 
 pytestmark = pytest.mark.unit
@@ -135,15 +133,7 @@ def handler(name: str) -> ModuleType:
 
 
 def load_handler(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        f"fuzz_{name}_app", REPO_ROOT / "functions" / name / "app.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return function_app(name, f"fuzz_{name}_app")
 
 
 def call(app: ModuleType, event: object) -> BaseException | None:

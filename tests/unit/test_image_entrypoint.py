@@ -6,12 +6,11 @@ path. Running it for real against Airflow is tests/integration/test_image_roles_
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.conftest import load_module
 
 pytestmark = pytest.mark.unit
 
@@ -21,17 +20,7 @@ FAB = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 DB_URL = "postgresql+psycopg2://airflow@db.internal:5432/airflow"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("airflow_image_entrypoint", ENTRYPOINT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-ep = _load()
+ep = load_module(ENTRYPOINT, "airflow_image_entrypoint")
 
 
 def base_env(**extra: str) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from airflow_control_plane.scaling.hibernation import FixedFlag
 from airflow_control_plane.scaling.memory import InMemoryStore
 from airflow_control_plane.scaling.policy import ScaleMemory
 from airflow_control_plane.scaling.service import ScalingPorts
-from tests.conftest import REPO_ROOT, load_event
+from tests.conftest import REPO_ROOT, function_app, load_event
 
 pytestmark = pytest.mark.unit
 
@@ -64,12 +63,7 @@ def app(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "AirflowControlPlane")
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    spec = importlib.util.spec_from_file_location("autoscaler_app", REPO_ROOT / "functions/autoscaler/app.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return function_app("autoscaler")
 
 
 class NoDemand:

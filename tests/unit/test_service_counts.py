@@ -3,16 +3,14 @@ deploy gives each ECS service is the one it runs at now, or 0 for a service not 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from airflow_control_plane.errors import InvalidInputError
 from airflow_control_plane.service_counts import decide_counts, parse_services
+from tests.conftest import load_module
 
 pytestmark = pytest.mark.unit
 
@@ -20,17 +18,7 @@ APP = Path(__file__).resolve().parents[2] / "functions" / "service_counts" / "ap
 SERVICES = {"ApiServer": "env-api-server", "Worker1": "env-worker-default", "Worker2": "env-worker-heavy"}
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("service_counts_app", APP)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["service_counts_app"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-app = _load()
+app = load_module(APP, "service_counts_app")
 
 
 class FixedObserver:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from airflow_control_plane.errors import InvalidInputError
+from tests.conftest import load_module
 
 pytestmark = pytest.mark.unit
 
@@ -19,17 +17,7 @@ APP = Path(__file__).resolve().parents[2] / "functions" / "fernet_key" / "app.py
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:airflow-dev/airflow/fernet-key-AbCdEf"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fernet_key_app", APP)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fernet_key_app"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-app = _load()
+app = load_module(APP, "fernet_key_app")
 
 
 class MemoryStore:

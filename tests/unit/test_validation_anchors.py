@@ -3,29 +3,18 @@ newline, so "abc\\n" passed checks meant for "abc"."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
 from airflow_control_plane.bringup.input import parse_bring_up
 from airflow_control_plane.dagsync.git_source import is_full_sha
 from airflow_control_plane.errors import InvalidInputError
-from tests.conftest import REPO_ROOT
+from tests.conftest import function_app
 
 pytestmark = pytest.mark.unit
 
 
 def _fernet_app():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(
-        "anchors_fernet_app", REPO_ROOT / "functions/fernet_key/app.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return function_app("fernet_key", "anchors_fernet_app")
 
 
 def test_a_commit_id_with_a_trailing_newline_is_not_a_sha() -> None:
