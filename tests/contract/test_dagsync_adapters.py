@@ -15,11 +15,10 @@ import boto3
 import botocore.session
 import pytest
 from botocore.stub import Stubber
-from moto import mock_aws
 
 from airflow_control_plane.dagsync.credentials import SecretsManagerSecret, parse_secret
 from airflow_control_plane.dagsync.errors import LockLostError, SyncBusyError
-from airflow_control_plane.dagsync.events import RELEASE_PUBLISHED, EventBridgePublisher, JsonLinesPublisher
+from airflow_control_plane.dagsync.events import RELEASE_PUBLISHED, EventBridgePublisher
 from airflow_control_plane.dagsync.lock import LOCK_NAME, FileLock, Identity, break_lease
 from airflow_control_plane.dagsync.webhook import FileDeliveryStore, LambdaAsyncDispatcher, SyncRequest
 from airflow_control_plane.errors import ConfigError, TransientError
@@ -27,42 +26,6 @@ from airflow_control_plane.errors import ConfigError, TransientError
 pytestmark = pytest.mark.contract
 
 REGION = "us-east-1"
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield
-
-
-@pytest.mark.usefixtures("aws")
-def test_eventbridge_publisher_delivers_the_event_to_a_rule_target() -> None:
-    # GIVEN a bus with a rule that forwards DAG sync events to a queue
-    events, sqs = boto3.client("events", region_name=REGION), boto3.client("sqs", region_name=REGION)
-    events.create_event_bus(Name="airflow")
-    queue_url = sqs.create_queue(QueueName="dagsync-events")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    events.put_rule(
-        Name="dagsync",
-        EventBusName="airflow",
-        EventPattern=json.dumps({"source": ["airflow-control-plane.dagsync"]}),
-    )
-    events.put_targets(Rule="dagsync", EventBusName="airflow", Targets=[{"Id": "q", "Arn": queue_arn}])
-    # WHEN a release is announced
-    EventBridgePublisher(events, "airflow").publish(RELEASE_PUBLISHED, {"sha": "a" * 40, "files_changed": 2})
-    # THEN the event arrives with its detail type and detail
-    messages = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1)["Messages"]
-    body = json.loads(messages[0]["Body"])
-    assert body["detail-type"] == RELEASE_PUBLISHED
-    assert body["detail"] == {"sha": "a" * 40, "files_changed": 2}
 
 
 def test_eventbridge_publisher_raises_when_an_entry_fails() -> None:
@@ -76,7 +39,7 @@ def test_eventbridge_publisher_raises_when_an_entry_fails() -> None:
             EventBridgePublisher(client, "airflow").publish(RELEASE_PUBLISHED, {})
 
 
-@pytest.mark.usefixtures("aws")
+@pytest.mark.usefixtures("moto_aws")
 def test_secrets_manager_secret_reads_a_token_and_hides_missing_secret_details() -> None:
     client = boto3.client("secretsmanager", region_name=REGION)
     arn = client.create_secret(Name="dagsync/git-token", SecretString='{"token": "glpat-abc"}')["ARN"]
@@ -107,16 +70,6 @@ def test_lambda_async_dispatcher_invokes_with_event_invocation_type() -> None:
         with pytest.raises(TransientError):
             LambdaAsyncDispatcher(client, "dag-sync").dispatch(request)
         stub.assert_no_pending_responses()
-
-
-def test_json_lines_publisher_appends_one_event_per_line(tmp_path: Path) -> None:
-    path = tmp_path / "events" / "dagsync.jsonl"
-    publisher = JsonLinesPublisher(path)
-    publisher.publish(RELEASE_PUBLISHED, {"sha": "1"})
-    publisher.publish(RELEASE_PUBLISHED, {"sha": "2"})
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [line["detail"]["sha"] for line in lines] == ["1", "2"]
-    assert lines[0]["detail-type"] == RELEASE_PUBLISHED
 
 
 def test_file_lock_excludes_a_second_holder_until_released(tmp_path: Path) -> None:

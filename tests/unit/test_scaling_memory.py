@@ -1,4 +1,5 @@
-"""The stored per-worker idle clocks: encoding, the local JSON file store, unreadable clocks."""
+"""The stored per-worker idle clocks: encoding, unreadable clocks (the store contract itself runs
+against every store in tests/contract/test_port_contracts.py)."""
 
 from __future__ import annotations
 
@@ -45,16 +46,6 @@ def test_a_malformed_clock_restarts(values: dict[str, str]) -> None:
 def test_one_bad_clock_does_not_lose_the_others() -> None:
     values = {**encode(CLOCK), IDLE_TAG_PREFIX + "worker-x@h": "soon"}
     assert decode(values) == CLOCK
-
-
-def test_json_file_store_keeps_each_service(tmp_path: Path) -> None:
-    store = JsonFileStore(tmp_path / "state" / "scale-memory.json")
-    assert store.load("worker-etl") == ScaleMemory()
-    store.save("worker-etl", CLOCK)
-    store.save("worker-default", ScaleMemory())
-    again = JsonFileStore(tmp_path / "state" / "scale-memory.json")
-    assert again.load("worker-etl") == CLOCK
-    assert again.load("worker-default") == ScaleMemory()
 
 
 def test_unreadable_file_is_a_transient_error(tmp_path: Path) -> None:
