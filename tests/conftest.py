@@ -23,6 +23,7 @@ from types import ModuleType
 import pg8000.native
 import pytest
 import redis
+from moto import mock_aws
 
 from airflow_control_plane.scaling.seed import migrate_schema
 
@@ -228,3 +229,13 @@ def no_lease_left(redis_database: RedisDatabase) -> Iterator[None]:
     of the light (validate-only) environments."""
     yield
     redis_database.client().delete("afctl:lease")
+
+
+@pytest.fixture
+def moto_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every AWS API in moto, with fake credentials and us-east-1 (no real account is reachable)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        yield

@@ -1,4 +1,5 @@
-"""Task scale-in protection for a moto-backed ECS client.
+"""ECS in moto for the tests: a cluster with its services, running worker tasks, and task
+scale-in protection.
 
 moto 5.2.5 implements neither GetTaskProtection nor UpdateTaskProtection (no
 ``task_protection`` anywhere in ``moto/ecs``). This answers both from a table, the way ECS
@@ -94,6 +95,34 @@ def emulate_task_protection(
     client.meta.events.register("before-call.ecs.GetTaskProtection", table.get)
     client.meta.events.register("before-call.ecs.UpdateTaskProtection", table.update)
     return table
+
+
+def create_cluster(
+    client: Any,
+    cluster: str,
+    services: dict[str, int] | None = None,
+    *,
+    family: str = "worker",
+    fargate: bool = True,
+) -> None:
+    """A cluster, one task definition (``family``; a Fargate/awsvpc one unless ``fargate`` is
+    false) and a service of it per entry of ``services`` (name -> desired count)."""
+    client.create_cluster(clusterName=cluster)
+    size: dict[str, Any] = {}
+    if fargate:
+        size = {
+            "requiresCompatibilities": ["FARGATE"],
+            "networkMode": "awsvpc",
+            "cpu": "256",
+            "memory": "512",
+        }
+    client.register_task_definition(
+        family=family,
+        containerDefinitions=[{"name": family, "image": "airflow:3.3.2", "cpu": 256, "memory": 512}],
+        **size,
+    )
+    for name, count in (services or {}).items():
+        client.create_service(cluster=cluster, serviceName=name, taskDefinition=family, desiredCount=count)
 
 
 def run_worker_tasks(client: Any, cluster: str, count: int) -> list[str]:

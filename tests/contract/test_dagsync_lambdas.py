@@ -8,13 +8,11 @@ import os
 import subprocess
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
-from typing import Any
 
 import boto3
 import botocore.session
 import pytest
 from botocore.stub import ANY, Stubber
-from moto import mock_aws
 
 from airflow_control_plane.errors import InvalidInputError
 from tests.conftest import function_app, load_event
@@ -36,19 +34,10 @@ def _load(name: str) -> ModuleType:
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "POWERTOOLS_TRACE_DISABLED": "1",
-        "POWERTOOLS_METRICS_NAMESPACE": "AirflowControlPlaneTest",
-        "POWERTOOLS_DEV": "false",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield
+def aws(moto_aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "AirflowControlPlaneTest")
+    monkeypatch.setenv("POWERTOOLS_DEV", "false")
 
 
 def _origin(tmp_path: Path) -> tuple[str, str]:

@@ -4,7 +4,6 @@ request and response against the real ECS service model."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -12,7 +11,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-from moto import mock_aws
 
 from airflow_control_plane.errors import ConfigError, TransientError
 from airflow_control_plane.scaling.config import QueueScaling
@@ -23,7 +21,7 @@ from airflow_control_plane.scaling.hibernation import FixedFlag, SchedulerStoppe
 from airflow_control_plane.scaling.memory import EcsTagStore
 from airflow_control_plane.scaling.policy import Action, ScaleMemory, ScalingDecision
 from airflow_control_plane.scaling.service import ScalingPorts, evaluate
-from tests.contract.ecs_task_protection import emulate_task_protection, run_worker_tasks
+from tests.contract.ecs_task_protection import create_cluster, emulate_task_protection, run_worker_tasks
 
 pytestmark = pytest.mark.contract
 
@@ -33,26 +31,10 @@ AT = datetime(2026, 1, 5, 6, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def ecs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with mock_aws():
-        client = boto3.client("ecs", region_name=REGION)
-        client.create_cluster(clusterName=CLUSTER)
-        client.register_task_definition(
-            family="worker",
-            containerDefinitions=[{"name": "worker", "image": "airflow:3.3.2", "cpu": 256, "memory": 512}],
-            requiresCompatibilities=["FARGATE"],
-            networkMode="awsvpc",
-            cpu="256",
-            memory="512",
-        )
-        for name, count in (("worker-etl", 2), ("scheduler", 1)):
-            client.create_service(
-                cluster=CLUSTER, serviceName=name, taskDefinition="worker", desiredCount=count
-            )
-        yield client
+def ecs(moto_aws: None) -> Any:
+    client = boto3.client("ecs", region_name=REGION)
+    create_cluster(client, CLUSTER, {"worker-etl": 2, "scheduler": 1})
+    return client
 
 
 def test_describe_and_set_desired_count(ecs: Any) -> None:

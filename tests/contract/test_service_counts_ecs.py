@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from airflow_control_plane.service_counts import EcsServiceObserver
+from tests.contract.ecs_task_protection import create_cluster
 
 pytestmark = pytest.mark.contract
 
@@ -18,18 +17,10 @@ REGION = "us-east-1"
 
 
 @pytest.fixture
-def ecs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with mock_aws():
-        client = boto3.client("ecs", region_name=REGION)
-        client.create_cluster(clusterName=CLUSTER)
-        client.register_task_definition(
-            family="airflow",
-            containerDefinitions=[{"name": "airflow", "image": "airflow:3.3.2", "cpu": 256, "memory": 512}],
-        )
-        yield client
+def ecs(moto_aws: None) -> Any:
+    client = boto3.client("ecs", region_name=REGION)
+    create_cluster(client, CLUSTER, family="airflow", fargate=False)
+    return client
 
 
 def test_reads_existing_services_in_batches_of_ten_and_skips_missing_and_deleted(ecs: Any) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from tests.conftest import load_module
 
@@ -24,15 +23,8 @@ app = load_module(APP, "fernet_key_app_contract")
 
 
 @pytest.fixture
-def secrets_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield boto3.client("secretsmanager", region_name="us-east-1")
+def secrets_client(moto_aws: None) -> Any:
+    return boto3.client("secretsmanager", region_name="us-east-1")
 
 
 class _Recorder(BaseHTTPRequestHandler):

@@ -16,7 +16,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import pytest
 
 from tests.conftest import AirflowRuntime, PostgresDatabase, RedisDatabase
 from tests.contract.test_scaling_protection_agent import AgentState, running_agent
+from tests.harness import celery_executor_app, free_port, protection_puts, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -47,12 +47,6 @@ def image_env() -> dict[str, str]:
         if line.startswith("ENV "):
             env.update(pair.split("=", 1) for pair in line[4:].split())
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 WORKER_FORBIDDEN = (
@@ -102,22 +96,11 @@ def container_env(runtime: AirflowRuntime, home: Path, db: PostgresDatabase, bro
     return env
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    pytest.fail(
-        f"timed out after {timeout:.0f} s waiting for {what}:\n{log.read_text(errors='replace')[-4000:]}"
+def wait_logged(condition: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
+    """Wait, and on timeout show the worker's log tail."""
+    wait_for(
+        condition, timeout, what, interval_s=0.5, context=lambda: log.read_text(errors="replace")[-4000:]
     )
-
-
-def protection_puts(state: AgentState) -> list[bool]:
-    with state.lock:
-        return [
-            bool(body["ProtectionEnabled"]) for method, body in state.requests if method == "PUT" and body
-        ]
 
 
 def agent_was_read(state: AgentState) -> bool:
@@ -151,24 +134,17 @@ def test_scheduler_side_app_installs_the_wakeup_hook_only(
         airflow_runtime, tmp_path, migrated_database_factory("hooks_sched"), redis_database.url
     )
     env["AUTOSCALER_WAKEUP_FUNCTION"] = "airflow-autoscaler"
-    script = (
-        "from airflow.providers.celery.executors.celery_executor_utils import app\n"
-        "from airflow_control_plane.scaling import celery_config as c\n"
-        "print(app.conf.task_default_queue, c.__file__, c.WAKEUP_INSTALLED, c.PROTECTION_INSTALLED)\n"
-    )
     # WHEN Airflow builds its Celery executor app (what the scheduler publishes tasks with)
-    result = subprocess.run(
-        [str(airflow_runtime.python), "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    queue, module_file, wakeup, protection = celery_executor_app(
+        airflow_runtime,
+        env,
+        "app.conf.task_default_queue",
+        "c.__file__",
+        "c.WAKEUP_INSTALLED",
+        "c.PROTECTION_INSTALLED",
     )
     # THEN the app is built from the control plane's module, taken from the copied package,
     # with the wake-up hook installed and no protection hook
-    assert result.returncode == 0, result.stderr[-3000:]
-    queue, module_file, wakeup, protection = result.stdout.split()[-4:]
     assert queue == "default"
     assert Path(module_file).is_relative_to(PACKAGE_PARENT)
     assert (wakeup, protection) == ("True", "False")
@@ -200,11 +176,13 @@ def test_worker_started_through_the_entrypoint_protects_its_task_from_start(
                 start_new_session=True,
             )
         try:
-            wait_for(lambda: " ready." in log.read_text(errors="replace"), READY_WITHIN_S, "the worker", log)
+            wait_logged(
+                lambda: " ready." in log.read_text(errors="replace"), READY_WITHIN_S, "the worker", log
+            )
             assert f"exec: airflow celery worker --queues {queue}" in log.read_text()
             # the worker protected its task at start (worker_init), before any task could reach
             # it, and the keeper (started on worker_ready) polls the agent
-            wait_for(lambda: agent_was_read(state), 30, "the keeper's first poll", log)
+            wait_logged(lambda: agent_was_read(state), 30, "the keeper's first poll", log)
             assert protection_puts(state)[:1] == [True]
             # WHEN the scheduler side sends a workload to the worker's queue (a malformed one:
             # running a real task needs the whole stack, and the hook acts before the body runs)
@@ -227,7 +205,7 @@ def test_worker_started_through_the_entrypoint_protects_its_task_from_start(
             # THEN the task reaches the worker (it fails on its malformed input, before any
             # task_prerun), and the worker keeps its protection once idle again: only the
             # scaler's drain releases it
-            wait_for(lambda: "execute_workload" in log.read_text(errors="replace"), 300, "the task", log)
+            wait_logged(lambda: "execute_workload" in log.read_text(errors="replace"), 300, "the task", log)
             time.sleep(1.5)  # three keeper intervals
             assert False not in protection_puts(state)
             assert state.enabled

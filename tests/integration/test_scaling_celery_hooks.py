@@ -4,13 +4,13 @@ Airflow loads, and the wake-up fired by a real publish."""
 from __future__ import annotations
 
 import os
-import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import AirflowRuntime, RedisDatabase
+from tests.harness import celery_executor_app, run_python
 
 pytestmark = pytest.mark.integration
 
@@ -43,13 +43,7 @@ def test_real_publish_wakes_the_autoscaler_once(
     # GIVEN the wake-up hook on a real Celery app watching "etl"
     redis_database.client().flushdb()
     # WHEN 20 tasks are published to etl and one to default
-    result = subprocess.run(
-        [str(airflow_runtime.python), "-c", PUBLISH_WITH_HOOK, redis_database.url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_python(airflow_runtime, PUBLISH_WITH_HOOK, redis_database.url, timeout=120)
     # THEN after_task_publish fired and the rate limit let exactly one wake-up through, for etl only
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "etl"
@@ -65,20 +59,9 @@ def test_airflow_loads_the_celery_config_module(airflow_runtime: AirflowRuntime,
     }
     env.pop("ECS_AGENT_URI", None)
     env.pop("AUTOSCALER_WAKEUP_FUNCTION", None)
-    script = (
-        "from airflow.providers.celery.executors.celery_executor_utils import app\n"
-        "from airflow_control_plane.scaling import celery_config as c\n"
-        "print(app.conf.task_default_queue, c.PROTECTION_INSTALLED, c.WAKEUP_INSTALLED)\n"
-    )
     # WHEN the Celery executor's app is built
-    result = subprocess.run(
-        [str(airflow_runtime.python), "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    built = celery_executor_app(
+        airflow_runtime, env, "app.conf.task_default_queue", "c.PROTECTION_INSTALLED", "c.WAKEUP_INSTALLED"
     )
     # THEN it builds from Airflow's defaults, and outside ECS no hook is installed
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split()[-3:] == ["default", "False", "False"]
+    assert built == ["default", "False", "False"]

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +24,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from airflow_control_plane.scaling.broker import RedisQueueDepth
 from airflow_control_plane.scaling.config import AutoscalerConfig
@@ -36,8 +34,14 @@ from airflow_control_plane.scaling.hibernation import FixedFlag
 from airflow_control_plane.scaling.memory import EcsTagStore
 from airflow_control_plane.scaling.service import ScalingPorts
 from tests.conftest import AirflowRuntime, RedisDatabase, function_app, load_event
-from tests.contract.ecs_task_protection import REGION, emulate_task_protection, run_worker_tasks
+from tests.contract.ecs_task_protection import (
+    REGION,
+    create_cluster,
+    emulate_task_protection,
+    run_worker_tasks,
+)
 from tests.contract.test_scaling_protection_agent import AgentState, running_agent
+from tests.harness import run_python, start_probe_worker, stop_process_group, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -67,15 +71,6 @@ APP = textwrap.dedent(
         return seconds
     """
 )
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class RacingControl:
@@ -126,18 +121,10 @@ class NoTaskInstances:
         return []
 
 
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with mock_aws():
-        yield
-
-
 def start_worker(
     runtime: AirflowRuntime, folder: Path, broker: str, agent_uri: str, task_id: str
 ) -> subprocess.Popen[bytes]:
+    """A worker named as the image names it, ``worker-<ECS task id>@host``."""
     env = {
         **os.environ,
         "PYTHONPATH": str(folder),
@@ -145,28 +132,13 @@ def start_worker(
         "ECS_AGENT_URI": agent_uri,
         "WORKER_PROTECTION_INTERVAL_SECONDS": "0.5",
     }
-    log = (folder / f"worker-{task_id}.log").open("wb")
-    return subprocess.Popen(
-        [str(runtime.python), "-m", "celery", "-A", "celery_probe", "worker", "-Q", "etl", "-c", "2",
-         "--hostname", f"worker-{task_id}@%h", "--without-gossip", "--without-mingle",
-         "--without-heartbeat", "-l", "info"],
-        cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-
-
-def stop(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        os.killpg(worker.pid, signal.SIGTERM)
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=10)
+    log = folder / f"worker-{task_id}.log"
+    return start_probe_worker(runtime, folder, env, queue="etl", log=log, hostname=f"worker-{task_id}@%h")
 
 
 def test_lambda_drains_idle_workers_and_keeps_the_one_that_got_a_task(
     tmp_path: Path,
-    aws: None,
+    moto_aws: None,
     monkeypatch: pytest.MonkeyPatch,
     airflow_runtime: AirflowRuntime,
     redis_database: RedisDatabase,
@@ -175,16 +147,7 @@ def test_lambda_drains_idle_workers_and_keeps_the_one_that_got_a_task(
     redis_database.client().flushdb()
     # GIVEN ECS (moto): the etl worker service with 2 running tasks, the broker URL secret
     ecs = boto3.client("ecs", region_name=REGION)
-    ecs.create_cluster(clusterName=CLUSTER)
-    ecs.register_task_definition(
-        family="worker",
-        containerDefinitions=[{"name": "worker", "image": "airflow:3.3.2", "cpu": 256, "memory": 512}],
-        requiresCompatibilities=["FARGATE"],
-        networkMode="awsvpc",
-        cpu="256",
-        memory="512",
-    )
-    ecs.create_service(cluster=CLUSTER, serviceName=SERVICE, taskDefinition="worker", desiredCount=2)
+    create_cluster(ecs, CLUSTER, {SERVICE: 2})
     ids = run_worker_tasks(ecs, CLUSTER, 2)
     secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
         Name="broker", SecretString=redis_database.url
@@ -199,14 +162,21 @@ def test_lambda_drains_idle_workers_and_keeps_the_one_that_got_a_task(
             agents[task_id] = state
             # AND a real Celery worker per task, named after it, with the image's protection hooks
             worker = start_worker(airflow_runtime, tmp_path, redis_database.url, uri, task_id)
-            stack.callback(stop, worker)
+            stack.callback(stop_process_group, worker)
             workers.append(worker)
         table = emulate_task_protection(ecs, CLUSTER, agents)
         names = {task_id: f"worker-{task_id}@" for task_id in ids}
         # THEN every worker protects itself from its start, before any task
-        wait_for(lambda: all(table.is_enabled(t) for t in ids), 90, "both workers to protect themselves")
+        wait_for(
+            lambda: all(table.is_enabled(t) for t in ids),
+            90,
+            "both workers to protect themselves",
+            interval_s=0.2,
+        )
         real = KombuWorkerControl(redis_database.url)
-        wait_for(lambda: len(real.busy("etl")) == 2, 60, "both workers to answer Celery inspect")
+        wait_for(
+            lambda: len(real.busy("etl")) == 2, 60, "both workers to answer Celery inspect", interval_s=0.2
+        )
         hostnames = sorted(real.busy("etl"))
         assert all(any(h.startswith(prefix) for h in hostnames) for prefix in names.values())
 
@@ -215,12 +185,14 @@ def test_lambda_drains_idle_workers_and_keeps_the_one_that_got_a_task(
                 f"import celery_probe; celery_probe.sleep.apply_async(args=[4, {str(marker)!r}], queue='etl')"
             )
             env = {**os.environ, "PYTHONPATH": str(tmp_path), "PROBE_BROKER_URL": redis_database.url}
-            sent = subprocess.run(
-                [str(airflow_runtime.python), "-c", send],
-                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
-            )  # fmt: skip
+            sent = run_python(airflow_runtime, send, env=env, cwd=tmp_path, timeout=60)
             assert sent.returncode == 0, sent.stderr
-            wait_for(lambda: sum(real.busy("etl", hostnames).values()) == 1, 30, "a worker to take the task")
+            wait_for(
+                lambda: sum(real.busy("etl", hostnames).values()) == 1,
+                30,
+                "a worker to take the task",
+                interval_s=0.2,
+            )
 
         racing = RacingControl(app._SecretControl(secret, ""), publish)
         config = AutoscalerConfig.from_env()
@@ -260,15 +232,20 @@ def test_lambda_drains_idle_workers_and_keeps_the_one_that_got_a_task(
         time.sleep(2)
         assert not table.is_enabled(drained_id)
         # AND the task finishes on the kept worker, nothing failed
-        wait_for(marker.exists, 30, "the task to finish")
+        wait_for(marker.exists, 30, "the task to finish", interval_s=0.2)
         log = (tmp_path / f"worker-{kept_id}.log").read_text()
         assert "succeeded" in log
         assert "Traceback" not in log
         # WHEN ECS stops the released task (what the lower count makes it do), and the next run
         # comes once the kept worker is idle again
         ecs.stop_task(cluster=CLUSTER, task=drained_id, reason="Scaling activity initiated by deployment")
-        stop(workers[ids.index(drained_id)])
-        wait_for(lambda: real.busy("etl", [decision["kept"][0]]) == {decision["kept"][0]: 0}, 30, "idle")
+        stop_process_group(workers[ids.index(drained_id)])
+        wait_for(
+            lambda: real.busy("etl", [decision["kept"][0]]) == {decision["kept"][0]: 0},
+            30,
+            "idle",
+            interval_s=0.2,
+        )
         later = {**event, "time": "2026-01-05T06:03:00Z"}
         second = app.lambda_handler(later, _Context())
         # THEN it is drained too and the service goes to zero
