@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -35,10 +34,16 @@ from airflow_control_plane.dagsync.git_source import DulwichGitSource
 from airflow_control_plane.dagsync.in_use import PostgresReleasesInUse, ReleasesInUse
 from airflow_control_plane.dagsync.local import system_clock
 from airflow_control_plane.dagsync.lock import break_lease
-from airflow_control_plane.dagsync.service import DEFAULT_LOCK_TTL_S, SyncResult, SyncSettings, sync_once
-from airflow_control_plane.dagsync.webhook import SyncRequest
-from airflow_control_plane.edge import event_object
-from airflow_control_plane.errors import ConfigError, InvalidInputError
+from airflow_control_plane.dagsync.request import parse_request
+from airflow_control_plane.dagsync.service import DEFAULT_DEADLINE_S, SyncResult, SyncSettings, sync_once
+from airflow_control_plane.dagsync.settings import (
+    DEFAULT_KEEP_RELEASES,
+    DEFAULT_LEASE_WAIT_S,
+    DEFAULT_MIN_RELEASE_AGE_S,
+    SyncOptions,
+    build_sync_settings,
+)
+from airflow_control_plane.errors import ConfigError
 from airflow_control_plane.pg_tls import ssl_context
 
 logger = Logger(service="dag-sync")
@@ -76,11 +81,13 @@ class DagSyncConfig:
             cache_dir=Path(optional_str("GIT_CACHE_DIR", "/tmp/dagsync-cache")),  # noqa: S108 - Lambda's /tmp
             token_secret_id=optional_str("GIT_TOKEN_SECRET_ARN", ""),
             event_bus_name=optional_str("EVENT_BUS_NAME", "default"),
-            keep_releases=optional_int("KEEP_RELEASES", 5, minimum=1),
-            min_release_age_s=optional_int("MIN_RELEASE_AGE_SECONDS", 3600, minimum=0),
+            keep_releases=optional_int("KEEP_RELEASES", DEFAULT_KEEP_RELEASES, minimum=1),
+            min_release_age_s=optional_int(
+                "MIN_RELEASE_AGE_SECONDS", int(DEFAULT_MIN_RELEASE_AGE_S), minimum=0
+            ),
             history_depth=optional_int("GIT_HISTORY_DEPTH", 50, minimum=1),
-            deadline_s=optional_int("SYNC_DEADLINE_SECONDS", 240, minimum=10),
-            lease_wait_s=optional_int("LEASE_WAIT_SECONDS", 65, minimum=0),
+            deadline_s=optional_int("SYNC_DEADLINE_SECONDS", int(DEFAULT_DEADLINE_S), minimum=10),
+            lease_wait_s=optional_int("LEASE_WAIT_SECONDS", int(DEFAULT_LEASE_WAIT_S), minimum=0),
             ignore_syntax=check_syntax(optional_str("DAG_IGNORE_FILE_SYNTAX", "glob")),
             db_host=optional_str("DB_HOST", ""),
             db_port=optional_int("DB_PORT", 5432, minimum=1),
@@ -90,33 +97,14 @@ class DagSyncConfig:
         )
 
     def settings(self) -> SyncSettings:
-        return SyncSettings(
-            repository=self.repo_url,
-            ref=self.ref,
-            target=self.target,
-            subdir=self.subdir,
+        options = SyncOptions(
             keep_releases=self.keep_releases,
-            min_release_age_s=float(self.min_release_age_s),
-            lock_ttl_s=DEFAULT_LOCK_TTL_S,
-            lock_wait_s=float(self.lease_wait_s),
-            deadline_s=float(self.deadline_s),
+            min_release_age_s=self.min_release_age_s,
+            lease_wait_s=self.lease_wait_s,
+            deadline_s=self.deadline_s,
             ignore_syntax=self.ignore_syntax,
         )
-
-
-def parse_request(event: Mapping[str, Any]) -> SyncRequest:
-    """Turn the raw event into a SyncRequest; anything unrecognised is rejected, nothing done."""
-    if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
-        return SyncRequest(trigger="schedule")
-    trigger = event.get("trigger")
-    if trigger == "break_lease":
-        return SyncRequest(trigger="break_lease")
-    if trigger in ("webhook", "manual", "schedule"):
-        fields = {k: event.get(k) for k in ("sha", "rollback_to", "delivery_id")}
-        if any(v is not None and not isinstance(v, str) for v in fields.values()):
-            raise InvalidInputError("sha, rollback_to and delivery_id must be strings")
-        return SyncRequest(trigger=str(trigger), **fields)
-    raise InvalidInputError("unrecognised event: expected a scheduled event or a {'trigger': ...} request")
+        return build_sync_settings(self.repo_url, self.ref, self.target, subdir=self.subdir, options=options)
 
 
 @cache
@@ -176,7 +164,7 @@ def record_metrics(result: SyncResult) -> None:
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
-    request = parse_request(event_object(event, "dag-sync"))
+    request = parse_request(event)
     config = DagSyncConfig.from_env()
     if request.trigger == "break_lease":
         broken = break_lease(config.target, now=time.time(), force=True)

@@ -20,7 +20,8 @@ from airflow_control_plane.dagsync.credentials import SecretsManagerSecret, pars
 from airflow_control_plane.dagsync.errors import LockLostError, SyncBusyError
 from airflow_control_plane.dagsync.events import RELEASE_PUBLISHED, EventBridgePublisher
 from airflow_control_plane.dagsync.lock import LOCK_NAME, FileLock, Identity, break_lease
-from airflow_control_plane.dagsync.webhook import FileDeliveryStore, LambdaAsyncDispatcher, SyncRequest
+from airflow_control_plane.dagsync.request import SyncRequest
+from airflow_control_plane.dagsync.webhook import FileDeliveryStore, LambdaAsyncDispatcher
 from airflow_control_plane.errors import ConfigError, TransientError
 
 pytestmark = pytest.mark.contract

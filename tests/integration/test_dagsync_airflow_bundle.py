@@ -16,8 +16,8 @@ import pytest
 
 from airflow_control_plane.dagsync.events import InMemoryPublisher
 from airflow_control_plane.dagsync.git_source import DulwichGitSource
+from airflow_control_plane.dagsync.request import SyncRequest
 from airflow_control_plane.dagsync.service import Clock, SyncSettings, sync_once
-from airflow_control_plane.dagsync.webhook import SyncRequest
 from tests.conftest import AirflowRuntime
 
 pytestmark = pytest.mark.integration

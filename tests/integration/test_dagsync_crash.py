@@ -36,7 +36,7 @@ from pathlib import Path
 from airflow_control_plane.dagsync.events import InMemoryPublisher
 from airflow_control_plane.dagsync.git_source import DulwichGitSource
 from airflow_control_plane.dagsync.service import Clock, SyncSettings, sync_once
-from airflow_control_plane.dagsync.webhook import SyncRequest
+from airflow_control_plane.dagsync.request import SyncRequest
 url, target, cache, sha = sys.argv[1:5]
 settings = SyncSettings(url, "main", Path(target), keep_releases=2, min_release_age_s=0)
 clock = Clock(time.time, time.monotonic, lambda: uuid.uuid4().hex)

@@ -28,8 +28,8 @@ from airflow_control_plane.dagsync.errors import (
 from airflow_control_plane.dagsync.events import SYNC_FAILED
 from airflow_control_plane.dagsync.git_source import DulwichGitSource
 from airflow_control_plane.dagsync.in_use import PostgresReleasesInUse, StaticReleasesInUse
+from airflow_control_plane.dagsync.request import SyncRequest
 from airflow_control_plane.dagsync.service import SyncResult, SyncSettings, sync_once
-from airflow_control_plane.dagsync.webhook import SyncRequest
 from tests.conftest import PostgresDatabase
 from tests.integration.test_dagsync_sync import Env, _dags
 

@@ -24,8 +24,8 @@ from airflow_control_plane.dagsync.errors import (
 )
 from airflow_control_plane.dagsync.events import RELEASE_PUBLISHED, SYNC_FAILED, InMemoryPublisher
 from airflow_control_plane.dagsync.git_source import DulwichGitSource
+from airflow_control_plane.dagsync.request import SyncRequest
 from airflow_control_plane.dagsync.service import Clock, SyncResult, SyncSettings, sync_once
-from airflow_control_plane.dagsync.webhook import SyncRequest
 
 pytestmark = pytest.mark.integration
 

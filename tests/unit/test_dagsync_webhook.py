@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from airflow_control_plane.dagsync.request import SyncRequest
 from airflow_control_plane.dagsync.webhook import (
     InMemoryDeliveryStore,
-    SyncRequest,
     handle_webhook,
     lower_headers,
     raw_body,

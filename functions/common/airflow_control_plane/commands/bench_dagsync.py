@@ -39,10 +39,10 @@ import click
 from airflow_control_plane.dagsync.events import InMemoryPublisher
 from airflow_control_plane.dagsync.git_source import DulwichGitSource
 from airflow_control_plane.dagsync.local import system_clock
+from airflow_control_plane.dagsync.request import SyncRequest
 from airflow_control_plane.dagsync.service import SyncSettings, sync_once
 from airflow_control_plane.dagsync.webhook import (
     FileDeliveryStore,
-    SyncRequest,
     ThreadDispatcher,
     handle_webhook,
     sign,
@@ -171,7 +171,7 @@ from airflow_control_plane.dagsync.events import InMemoryPublisher
 from airflow_control_plane.dagsync.git_source import DulwichGitSource
 from airflow_control_plane.dagsync.local import system_clock
 from airflow_control_plane.dagsync.service import SyncSettings, sync_once
-from airflow_control_plane.dagsync.webhook import SyncRequest
+from airflow_control_plane.dagsync.request import SyncRequest
 url, target, cache = sys.argv[1:4]
 settings = SyncSettings(repository=url, ref="main", target=Path(target), min_release_age_s=0, deadline_s=3600)
 started = time.monotonic()

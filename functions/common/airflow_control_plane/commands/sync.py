@@ -24,8 +24,15 @@ from airflow_control_plane.dagsync.events import EventPublisher, InMemoryPublish
 from airflow_control_plane.dagsync.in_use import PostgresReleasesInUse, ReleasesInUse
 from airflow_control_plane.dagsync.local import default_cache_dir, local_source, system_clock
 from airflow_control_plane.dagsync.lock import break_lease
-from airflow_control_plane.dagsync.service import SyncResult, SyncSettings, sync_once
-from airflow_control_plane.dagsync.webhook import SyncRequest
+from airflow_control_plane.dagsync.request import SyncRequest
+from airflow_control_plane.dagsync.service import DEFAULT_DEADLINE_S, SyncResult, sync_once
+from airflow_control_plane.dagsync.settings import (
+    DEFAULT_KEEP_RELEASES,
+    DEFAULT_LEASE_WAIT_S,
+    DEFAULT_MIN_RELEASE_AGE_S,
+    SyncOptions,
+    build_sync_settings,
+)
 from airflow_control_plane.errors import ConfigError, ControlPlaneError
 from airflow_control_plane.local.backing import PostgresTarget
 from airflow_control_plane.local.dag_source import SourceMode, select_dag_source
@@ -135,8 +142,14 @@ def resolve_where(
     default=None,
     help="Git object cache (default ~/.cache/afctl/dagsync).",
 )
-@click.option("--keep", "keep", default=5, show_default=True, type=click.IntRange(min=1))
-@click.option("--min-age", "min_age_s", default=3600.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--keep", "keep", default=DEFAULT_KEEP_RELEASES, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--min-age",
+    "min_age_s",
+    default=DEFAULT_MIN_RELEASE_AGE_S,
+    show_default=True,
+    type=click.FloatRange(min=0),
+)
 @click.option(
     "--database-url",
     envvar="DAGSYNC_DATABASE_URL",
@@ -153,11 +166,13 @@ def resolve_where(
     type=click.Choice(["glob", "regexp"]),
     help="Airflow's [core] dag_ignore_file_syntax: .airflowignore'd files are not compiled.",
 )
-@click.option("--deadline", "deadline_s", default=240.0, show_default=True, type=click.FloatRange(min=1))
+@click.option(
+    "--deadline", "deadline_s", default=DEFAULT_DEADLINE_S, show_default=True, type=click.FloatRange(min=1)
+)
 @click.option(
     "--lease-wait",
     "lease_wait_s",
-    default=65.0,
+    default=DEFAULT_LEASE_WAIT_S,
     show_default=True,
     type=click.FloatRange(min=0),
     help="Wait this long for another machine's lease to expire (a renewed lease means busy at once).",
@@ -199,17 +214,8 @@ def sync_command(
         _break_lease(folder, force)
         return
     where = resolve_where(repo, ref, subdir, target, token_env, cache_dir, events_file)
-    settings = SyncSettings(
-        repository=where.repo,
-        ref=where.ref,
-        target=where.target,
-        subdir=where.subdir,
-        keep_releases=keep,
-        min_release_age_s=min_age_s,
-        lock_wait_s=lease_wait_s,
-        deadline_s=deadline_s,
-        ignore_syntax=ignore_syntax,
-    )
+    options = SyncOptions(keep, min_age_s, lease_wait_s, deadline_s, ignore_syntax)
+    settings = build_sync_settings(where.repo, where.ref, where.target, subdir=where.subdir, options=options)
     source = local_source(where.repo, where.cache_dir, where.token_env)
     publisher: EventPublisher = (
         JsonLinesPublisher(where.events_file) if where.events_file else InMemoryPublisher()

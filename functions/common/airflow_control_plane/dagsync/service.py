@@ -56,6 +56,7 @@ from airflow_control_plane.dagsync.release import (
     read_manifest,
     release_id_for,
 )
+from airflow_control_plane.dagsync.request import SyncRequest
 from airflow_control_plane.dagsync.retention import (
     apply_retention,
     clean_leftovers,
@@ -65,7 +66,6 @@ from airflow_control_plane.dagsync.retention import (
     pending,
     scan_releases,
 )
-from airflow_control_plane.dagsync.webhook import SyncRequest
 from airflow_control_plane.errors import ControlPlaneError, InvalidInputError
 
 # The Lambda's timeout is 300 s: one sync stops by itself well before it (a lease wait included).

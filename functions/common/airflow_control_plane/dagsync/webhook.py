@@ -20,11 +20,12 @@ import os
 import re
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from airflow_control_plane.dagsync.request import SyncRequest
 from airflow_control_plane.errors import InvalidInputError, TransientError
 
 SIGNATURE_HEADER = "x-hub-signature-256"
@@ -45,19 +46,6 @@ def verify_signature(secret: bytes, body: bytes, header: str | None) -> bool:
     if not header or not secret:
         return False
     return hmac.compare_digest(sign(secret, body).encode(), header.strip().encode())
-
-
-@dataclass(frozen=True)
-class SyncRequest:
-    """What the sync Lambda (or the local runner) is asked to do."""
-
-    trigger: str
-    sha: str | None = None
-    rollback_to: str | None = None
-    delivery_id: str | None = None
-
-    def to_payload(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 class WebhookAction(StrEnum):

@@ -26,8 +26,9 @@ from pathlib import Path
 from airflow_control_plane.dagsync.events import JsonLinesPublisher
 from airflow_control_plane.dagsync.local import local_source, system_clock
 from airflow_control_plane.dagsync.publish import CURRENT, read_live
-from airflow_control_plane.dagsync.service import SyncResult, SyncSettings, sync_once
-from airflow_control_plane.dagsync.webhook import SyncRequest
+from airflow_control_plane.dagsync.request import SyncRequest
+from airflow_control_plane.dagsync.service import SyncResult, sync_once
+from airflow_control_plane.dagsync.settings import SyncOptions, build_sync_settings
 from airflow_control_plane.errors import ConfigError
 from airflow_control_plane.local.paths import repo_root
 
@@ -197,13 +198,9 @@ def publish(
     """One DAG sync into the local target with the same core as the Lambda (git mode only)."""
     if source.mode is not SourceMode.GIT:
         raise ConfigError(f"the DAG source is a folder ({source.folder}): there is nothing to sync")
-    settings = SyncSettings(
-        repository=source.repository,
-        ref=source.ref,
-        target=source.folder,
-        subdir=source.subdir,
-        keep_releases=keep,
-        min_release_age_s=min_age_s,
+    options = SyncOptions(keep_releases=keep, min_release_age_s=min_age_s)
+    settings = build_sync_settings(
+        source.repository, source.ref, source.folder, subdir=source.subdir, options=options
     )
     git = local_source(source.repository, state_root / "dagsync-cache", source.token_env)
     events = JsonLinesPublisher(state_root / "logs" / "dagsync-events.jsonl")
