@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pg8000.native
 import pytest
@@ -42,6 +43,22 @@ _REDIS_CLAIM_TTL_S = 6 * 3600
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    """template.yaml as written (short-form tags as Fn:: dicts); a fresh copy per module."""
+    from tests.static.tools import load_template
+
+    return load_template(REPO_ROOT / "template.yaml")
+
+
+@pytest.fixture(scope="module")
+def translated(template: dict[str, Any]) -> dict[str, Any]:
+    """template.yaml as CloudFormation deploys it (SAM translated offline, as tests/static does)."""
+    from tests.static.tools import translate
+
+    return translate(template, REPO_ROOT)
 
 
 def load_event(name: str) -> dict[str, object]:

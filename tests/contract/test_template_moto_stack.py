@@ -42,7 +42,7 @@ from moto.core.common_models import CloudFormationModel
 
 from airflow_control_plane.scaling.config import parse_queue_map
 from airflow_control_plane.service_counts import EcsServiceObserver, decide_counts, parse_services
-from tests.static.tools import PLACEHOLDER_BUCKET, load_template, translate
+from tests.static.tools import PLACEHOLDER_BUCKET
 
 pytestmark = pytest.mark.contract
 
@@ -209,11 +209,6 @@ def _moto_copy(translated: dict[str, Any]) -> dict[str, Any]:
     resources["Database"]["Properties"].pop("DBParameterGroupName")
     copy["Resources"] = resources
     return copy
-
-
-@pytest.fixture(scope="module")
-def translated() -> dict[str, Any]:
-    return translate(load_template(REPO_ROOT / "template.yaml"), REPO_ROOT)
 
 
 @pytest.fixture(scope="module")

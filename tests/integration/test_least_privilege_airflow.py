@@ -3,10 +3,12 @@ gives its container, and a DAG task on a worker that tries to reach the control 
 
 The image cannot be built here, so (as in test_image_worker_hooks.py) the image's ENV comes
 from the Dockerfile and the role runs through airflow_image/entrypoint.py with the Airflow of
-.venv. The container environment comes from the template: every `Environment` name with its
-template value (intrinsics, which only CloudFormation resolves, are replaced by the local
-value named in LOCAL_VALUES) and every `Secrets` name with a local value (LOCAL_SECRETS). A
-name the template adds that has no local value fails the test, so the two cannot drift.
+.venv. The container environment comes from the template through the same resolver the
+container tests use (tests/containers/taskdefs.py): every `Environment` value with its
+intrinsics resolved, and every `Secrets` name with the local value of its secret (generated,
+or a connection URL pointed at the local PostgreSQL and Redis). Only the local differences
+below are replaced (LOCAL_VALUES); a value that still names a cloud resource fails the test,
+so the two cannot drift.
 
 Local differences, each forced by this machine: remote logging is off (no S3 here), a worker
 log-server port of its own (other test runs share the machine), and Redis and PostgreSQL on
@@ -15,7 +17,6 @@ log-server port of its own (other test runs share the machine), and Redis and Po
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
@@ -26,8 +27,9 @@ import signal
 import subprocess
 import textwrap
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +39,16 @@ import pytest
 from airflow_control_plane.bringup.drain import PostgresTaskInstanceCounter
 from airflow_control_plane.scaling.demand import PgDemandReader
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, AirflowRuntime, PostgresDatabase, RedisDatabase
-from tests.integration.test_image_worker_hooks import (
-    IMAGE_PACKAGE_PARENT,
-    PACKAGE_PARENT,
-    free_port,
-    image_env,
+from tests.containers.taskdefs import (
+    ContainerSpec,
+    LocalBackends,
+    container_specs,
+    local_secret_values,
+    resolve_secret,
+    translated_template,
 )
-from tests.static import rules
+from tests.harness import free_port
+from tests.integration.test_image_worker_hooks import IMAGE_PACKAGE_PARENT, PACKAGE_PARENT, image_env
 from tests.static.tools import load_template
 
 pytestmark = pytest.mark.integration
@@ -60,7 +65,46 @@ CLI_TIMEOUT_S = 240
 HOST_KEEP = ("HOME", "LANG", "LC_ALL", "TMPDIR", "USER")
 # Roles are global to the PostgreSQL server, which other test runs share: a name of our own.
 READONLY_ROLE = f"acp_ro_{os.getpid()}_{secrets.token_hex(3)}"
-READONLY_PASSWORD = f"ro-{secrets.token_hex(8)}"
+CONTROL_SECRETS = (
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__CORE__FERNET_KEY",
+    "AIRFLOW__API_AUTH__JWT_SECRET",
+    "AIRFLOW__API__SECRET_KEY",
+)
+_PLACEHOLDER = re.compile(r"<[A-Za-z0-9]+(?:\.[A-Za-z0-9.]+)?>")  # a cloud resource the resolver left
+PARAMETERS = {"AirflowImageUri": "airflow-ecs:local"}
+
+
+@cache
+def translated() -> dict[str, Any]:
+    return translated_template(TEMPLATE)
+
+
+@cache
+def template_specs() -> tuple[ContainerSpec, ...]:
+    return tuple(container_specs(translated(), PARAMETERS))
+
+
+def template_container(role: str) -> ContainerSpec:
+    """The first container of template.yaml running ``role`` (the entrypoint's role)."""
+    for spec in template_specs():
+        if spec.command[:1] == (role,):
+            return spec
+    raise AssertionError(f"template.yaml has no {role} container")
+
+
+def secret_values(db: PostgresDatabase, redis: RedisDatabase) -> dict[str, str]:
+    """A local value for every secret of the template (by logical id), its URLs pointed here."""
+    backends = LocalBackends(
+        {
+            "postgresql+psycopg2": db.sqlalchemy_url,
+            "postgresql": db.dsn,
+            "db+postgresql": "db+" + db.dsn,
+            "redis": redis.url,
+            "rediss": redis.url,  # no TLS on the local Redis
+        }
+    )
+    return local_secret_values(translated(), backends, PARAMETERS)
 
 
 @dataclass(frozen=True)
@@ -70,49 +114,35 @@ class Stack:
     redis: RedisDatabase
     dags: Path
     api_port: int
-    # The values of the control secrets: the task must find none of them.
-    fernet_key: str
-    jwt_secret: str
-    api_secret_key: str
+    secret_values: Mapping[str, str]  # every template secret's local value, by logical id
 
     @property
     def execution_api(self) -> str:
         return f"http://127.0.0.1:{self.api_port}/execution/"
 
+    def with_database(self, db: PostgresDatabase) -> Stack:
+        return replace(self, db=db, secret_values=secret_values(db, self.redis))
+
+    def secrets_of(self, role: str) -> dict[str, str]:
+        """What ECS injects as ``role``'s container secrets."""
+        return {ref.name: resolve_secret(ref, self.secret_values) for ref in template_container(role).secrets}
+
     @property
     def control_secrets(self) -> dict[str, str]:
-        return {
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db.sqlalchemy_url,
-            "AIRFLOW__CORE__FERNET_KEY": self.fernet_key,
-            "AIRFLOW__API_AUTH__JWT_SECRET": self.jwt_secret,
-            "AIRFLOW__API__SECRET_KEY": self.api_secret_key,
-        }
-
-
-def template_container(role: str) -> tuple[dict[str, Any], set[str]]:
-    """The first container of template.yaml running ``role``: its Environment and Secrets names."""
-    for _, _, container in rules.airflow_containers(load_template(TEMPLATE)):
-        if container["Command"][0] == role:
-            environment = {e["Name"]: e["Value"] for e in container.get("Environment") or []}
-            return environment, {s["Name"] for s in container.get("Secrets") or []}
-    raise AssertionError(f"template.yaml has no {role} container")
-
-
-LOCAL_DAG_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
+        """The values of the control secrets (as the scheduler gets them): the task must find none."""
+        given = self.secrets_of("scheduler")
+        return {name: given[name] for name in CONTROL_SECRETS}
 
 
 def local_values(stack: Stack) -> dict[str, str]:
+    """The local differences: what this machine cannot give as the cloud does."""
     return {
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": stack.execution_api,
         "AIRFLOW__CORE__DAGS_FOLDER": str(stack.dags),
         "AIRFLOW__LOGGING__REMOTE_LOGGING": "False",  # no S3 here
         "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": "s3://not-used-here/logs",
-        "AIRFLOW_CONN_AWS_DEFAULT": '{"conn_type": "aws", "extra": {"region_name": "us-east-1"}}',
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
-        "AIRFLOW_ADMIN_USERNAME": "admin",
-        "AIRFLOW_ADMIN_EMAIL": "admin@example.com",
         "AIRFLOW_READONLY_DB_USER": READONLY_ROLE,
-        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": "default",
         # The DAGs here are a plain folder (the release bundle is tested in test_dagsync_*):
         # Airflow's own default bundle over AIRFLOW__CORE__DAGS_FOLDER.
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
@@ -125,37 +155,20 @@ def local_values(stack: Stack) -> dict[str, str]:
             ]
         ),
         "AUTOSCALER_WAKEUP_FUNCTION": "",  # no Lambda here: the hook stays off
-        "AUTOSCALER_WAKEUP_QUEUES": "default",
     }
 
 
-def local_secrets(stack: Stack, password: str) -> dict[str, str]:
-    return {
-        **stack.control_secrets,
-        "AIRFLOW__CELERY__BROKER_URL": stack.redis.url,
-        "AIRFLOW__CELERY__RESULT_BACKEND": stack.redis.url,
-        "AIRFLOW_ADMIN_PASSWORD": password,
-        "AIRFLOW_READONLY_DB_PASSWORD": READONLY_PASSWORD,
-    }
-
-
-def role_env(stack: Stack, role: str, home: Path, *, password: str = "") -> dict[str, str]:
+def role_env(stack: Stack, role: str, home: Path) -> dict[str, str]:
     """Exactly what template.yaml gives ``role``'s container, with local values."""
-    environment, secret_names = template_container(role)
-    overrides, values = local_values(stack), local_secrets(stack, password)
+    overrides = local_values(stack)
     env = {k: os.environ[k] for k in HOST_KEEP if k in os.environ}
     image = image_env()
     assert image["PYTHONPATH"] == IMAGE_PACKAGE_PARENT
     env.update(image, PYTHONPATH=str(PACKAGE_PARENT))
-    for name, value in environment.items():
-        if name in overrides:
-            env[name] = overrides[name]
-        else:
-            assert isinstance(value, str), f"{role}: {name} is an intrinsic with no local value: {value}"
-            env[name] = value
-    for name in secret_names:
-        assert name in values, f"{role}: the template gives it secret {name}, which this test cannot supply"
-        env[name] = values[name]
+    for name, value in template_container(role).environment.items():
+        env[name] = overrides.get(name, value)
+        assert not _PLACEHOLDER.search(env[name]), f"{role}: {name}={value!r} names a cloud resource"
+    env.update(stack.secrets_of(role))  # a secret with no local value raises TemplateError, naming it
     env.update(
         PATH=f"{stack.runtime.venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         AIRFLOW_HOME=str(home),
@@ -265,15 +278,14 @@ def stack(
     redis_database.client().flushdb()
     dags = tmp_path / "dags"
     dags.mkdir()
+    db = migrated_database_factory("least_priv")
     made = Stack(
         runtime=airflow_runtime,
-        db=migrated_database_factory("least_priv"),
+        db=db,
         redis=redis_database,
         dags=dags,
         api_port=free_port(),
-        fernet_key=base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        jwt_secret=secrets.token_hex(32),
-        api_secret_key=secrets.token_hex(16),
+        secret_values=secret_values(db, redis_database),
     )
     (dags / "least_privilege_probe.py").write_text(probe_dag(made))
     return made
@@ -397,10 +409,9 @@ def test_one_off_jobs_run_with_only_their_template_secrets(
     assert callable(pg_database_factory)
     empty = pg_database_factory("least_priv_jobs")
     assert isinstance(empty, PostgresDatabase)
-    jobs = Stack(**{**stack.__dict__, "db": empty})
-    password = f"Job-{secrets.token_hex(8)}"
+    jobs = stack.with_database(empty)
     migrate_env = role_env(jobs, "db-migrate", tmp_path / "migrate")
-    user_env = role_env(jobs, "create-user", tmp_path / "user", password=password)
+    user_env = role_env(jobs, "create-user", tmp_path / "user")
     # GIVEN the two one-off jobs' environments from the template
     # THEN neither holds a key it does not use
     unused = {"AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY"}
@@ -448,7 +459,9 @@ def test_db_migrate_makes_a_select_only_role_the_control_plane_readers_can_use(
     assert callable(pg_database_factory)
     empty = pg_database_factory("least_priv_ro")
     assert isinstance(empty, PostgresDatabase)
-    env = role_env(Stack(**{**stack.__dict__, "db": empty}), "db-migrate", tmp_path / "migrate")
+    migrating = stack.with_database(empty)
+    env = role_env(migrating, "db-migrate", tmp_path / "migrate")
+    readonly_password = migrating.secrets_of("db-migrate")["AIRFLOW_READONLY_DB_PASSWORD"]
     Path(env["AIRFLOW_HOME"]).mkdir()
     # GIVEN db-migrate with the template's environment (the read-only role's name and password)
     # WHEN it runs twice (every bring-up runs it)
@@ -463,7 +476,7 @@ def test_db_migrate_makes_a_select_only_role_the_control_plane_readers_can_use(
         )
         assert result.returncode == 0, f"run {attempt}:\n{result.stderr[-4000:]}"
         # THEN the password never shows in its output
-        assert READONLY_PASSWORD not in result.stdout + result.stderr
+        assert readonly_password not in result.stdout + result.stderr
     # AND the role exists once, with no power beyond logging in
     (flags,) = query(
         empty,

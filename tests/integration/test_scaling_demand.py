@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from airflow_control_plane.cli import cli
 from airflow_control_plane.scaling.broker import RedisQueueDepth, kombu_queue_keys
@@ -189,18 +189,23 @@ def test_database_down_is_reported_and_never_scales_down(redis_database: RedisDa
     assert any("metadata database" in e for e in run.errors)
 
 
+def _afctl_scale(db: PostgresDatabase, redis_db: RedisDatabase, *extra: str) -> Result:
+    """`afctl scale` on the seeded database and an empty broker, etl at 0 workers."""
+    redis_db.client().flushdb()
+    queues = '[{"queue": "etl", "service": "w-etl", "concurrency": 8, "max": 10}]'
+    return CliRunner().invoke(
+        cli,
+        ["scale", *extra, "--db-url", db.dsn, "--broker-url", redis_db.url,
+         "--queues", queues, "--current", "etl=0", "--at", "2026-01-05T06:00:00+00:00"],
+    )  # fmt: skip
+
+
 def test_afctl_scale_dry_run_prints_decisions_with_reasons(
     airflow_db: PostgresDatabase, redis_database: RedisDatabase
 ) -> None:
     # GIVEN the seeded database and an empty broker
-    redis_database.client().flushdb()
-    queues = '[{"queue": "etl", "service": "w-etl", "concurrency": 8, "max": 10}]'
     # WHEN an operator dry-runs the policy with etl at 0 workers
-    result = CliRunner().invoke(
-        cli,
-        ["scale", "--dry-run", "--db-url", airflow_db.dsn, "--broker-url", redis_database.url,
-         "--queues", queues, "--current", "etl=0", "--at", "2026-01-05T06:00:00+00:00"],
-    )  # fmt: skip
+    result = _afctl_scale(airflow_db, redis_database, "--dry-run")
     # THEN it prints the decision and why, and says nothing was changed
     assert result.exit_code == 0, result.output
     assert "etl (w-etl): scale_up 0 -> 2" in result.output
@@ -212,14 +217,8 @@ def test_afctl_scale_json_gives_the_lambdas_result_shape(
     airflow_db: PostgresDatabase, redis_database: RedisDatabase
 ) -> None:
     # GIVEN the same seeded database, broker and queue map as the printed dry run
-    redis_database.client().flushdb()
-    queues = '[{"queue": "etl", "service": "w-etl", "concurrency": 8, "max": 10}]'
     # WHEN it is asked as JSON
-    result = CliRunner().invoke(
-        cli,
-        ["scale", "--json", "--db-url", airflow_db.dsn, "--broker-url", redis_database.url,
-         "--queues", queues, "--current", "etl=0", "--at", "2026-01-05T06:00:00+00:00"],
-    )  # fmt: skip
+    result = _afctl_scale(airflow_db, redis_database, "--json")
     # THEN it is one JSON document in the autoscaler Lambda's result shape, the same decision
     assert result.exit_code == 0, result.output
     run = json.loads(result.output)

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import boto3
 import pytest
@@ -42,6 +41,7 @@ from tests.contract.ecs_task_protection import (
 )
 from tests.contract.test_scaling_protection_agent import AgentState, running_agent
 from tests.harness import run_python, start_probe_worker, stop_process_group, wait_for
+from tests.unit.test_scaling_handler import NoDemand
 
 pytestmark = pytest.mark.integration
 
@@ -111,14 +111,6 @@ def load_app(monkeypatch: pytest.MonkeyPatch, broker_secret: str) -> ModuleType:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return function_app("autoscaler")
-
-
-class NoTaskInstances:
-    def task_counts(self) -> dict[str, Any]:
-        return {}
-
-    def due_dag_runs(self, now: object, horizon: object) -> list[Any]:
-        return []
 
 
 def start_worker(
@@ -197,7 +189,7 @@ def test_lambda_drains_idle_workers_and_keeps_the_one_that_got_a_task(
         racing = RacingControl(app._SecretControl(secret, ""), publish)
         config = AutoscalerConfig.from_env()
         ports = ScalingPorts(
-            demand=NoTaskInstances(),
+            demand=NoDemand(),
             broker=RedisQueueDepth.from_url(redis_database.url),
             services=EcsWorkerServices(ecs, CLUSTER),
             memory=EcsTagStore(ecs, CLUSTER),

@@ -16,17 +16,11 @@ from tests.containers.taskdefs import (
     container_specs,
     local_secret_values,
     resolve_secret,
-    translated_template,
 )
 
 pytestmark = pytest.mark.unit
 
 PARAMETERS = {"AirflowImageUri": "airflow-ecs:test"}
-
-
-@pytest.fixture(scope="module")
-def translated() -> dict[str, Any]:
-    return translated_template(REPO_ROOT / "template.yaml")
 
 
 def _entrypoint() -> Any:

@@ -34,7 +34,6 @@ from airflow_control_plane.dagsync.webhook import InMemoryDeliveryStore
 from airflow_control_plane.errors import ControlPlaneError, InvalidInputError
 from airflow_control_plane.health import NotHealthyYet
 from airflow_control_plane.scaling.config import AutoscalerConfig
-from airflow_control_plane.scaling.demand import TaskCounts
 from airflow_control_plane.scaling.drain import InMemoryWorkerControl
 from airflow_control_plane.scaling.ecs import InMemoryWorkerServices, ServiceCounts
 from airflow_control_plane.scaling.events import RecordingPublisher
@@ -44,6 +43,7 @@ from airflow_control_plane.scaling.policy import ScaleMemory
 from airflow_control_plane.scaling.service import ScalingPorts
 from tests.conftest import function_app, load_event
 from tests.statemachines.health_server import HEALTHY
+from tests.unit.test_scaling_handler import EmptyBroker, NoDemand
 
 pytestmark = pytest.mark.unit
 
@@ -174,19 +174,6 @@ def _lambda_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --- autoscaler ----------------------------------------------------------------------------------
-
-
-class NoDemand:
-    def task_counts(self) -> dict[str, TaskCounts]:
-        return {}
-
-    def due_dag_runs(self, now: object, horizon: object) -> list[Any]:
-        return []
-
-
-class EmptyBroker:
-    def waiting(self, queue: str) -> int:
-        return 0
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from airflow_control_plane.local.airflow_env import (
     dag_bundle_config,
 )
 from tests.static import rules
-from tests.static.tools import load_template, translate
 
 pytestmark = pytest.mark.unit
 
@@ -37,16 +36,6 @@ FARGATE_SIZES = {
     2048: tuple(range(4096, 16385, 1024)),
     4096: tuple(range(8192, 30721, 1024)),
 }
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    return load_template(TEMPLATE)
-
-
-@pytest.fixture(scope="module")
-def translated(template: dict[str, Any]) -> dict[str, Any]:
-    return translate(template, TEMPLATE.parent)
 
 
 def _references(node: Any) -> Iterator[str]:

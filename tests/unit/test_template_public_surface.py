@@ -9,18 +9,12 @@ from typing import Any
 import pytest
 
 from tests.static import rules
-from tests.static.tools import load_template
 
 pytestmark = pytest.mark.unit
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 OPT_IN = "yes-the-admin-password-crosses-the-network-unencrypted"
 CERT = "arn:aws:acm:us-east-1:123456789012:certificate/0f0e0d0c-0b0a-0908-0706-050403020100"
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    return load_template(TEMPLATE)
 
 
 def evaluate(node: Any, params: dict[str, str], conditions: dict[str, Any]) -> Any:

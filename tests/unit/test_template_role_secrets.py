@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from tests.static import rules
-from tests.static.tools import load_template, translate
 
 pytestmark = pytest.mark.unit
 
@@ -41,11 +40,6 @@ WORKER_FORBIDDEN = {
     "AIRFLOW__API__SECRET_KEY",
     "AIRFLOW_ADMIN_PASSWORD",
 }
-
-
-@pytest.fixture(scope="module")
-def translated() -> dict[str, Any]:
-    return translate(load_template(TEMPLATE), TEMPLATE.parent)
 
 
 def containers_by_role(translated: dict[str, Any]) -> dict[str, list[tuple[str, dict[str, Any]]]]:

@@ -22,11 +22,6 @@ BROKEN = REPO_ROOT / "tests" / "fixtures" / "broken_template.yaml"
 
 
 @pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    return load_template(TEMPLATE)
-
-
-@pytest.fixture(scope="module")
 def broken() -> dict[str, Any]:
     return load_template(BROKEN)
 

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from tests.static import rules
-from tests.static.tools import load_template, translate
 
 pytestmark = pytest.mark.unit
 
@@ -25,16 +24,6 @@ ROLES = (
     "db-migrate",
     "create-user",
 )
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    return load_template(TEMPLATE)
-
-
-@pytest.fixture(scope="module")
-def translated(template: dict[str, Any]) -> dict[str, Any]:
-    return translate(template, TEMPLATE.parent)
 
 
 def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
