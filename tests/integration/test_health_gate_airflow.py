@@ -10,26 +10,20 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from airflow_control_plane.health import HttpHealthSource, NotHealthyYet, check_health, evaluate_health
+from airflow_control_plane.poll import poll_until
 from tests.conftest import AirflowRuntime, PostgresDatabase
+from tests.harness import free_port
 
 pytestmark = pytest.mark.integration
 
 START_TIMEOUT_SECONDS = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _airflow_env(db: PostgresDatabase, home: Path) -> dict[str, str]:
@@ -52,7 +46,7 @@ def test_real_api_server_without_scheduler_is_not_healthy_naming_each_component(
     # GIVEN a migrated database and a real api-server, nothing else running
     db = migrated_database_factory("health")
     env = _airflow_env(db, tmp_path)
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "api-server.log").open("w")
     server = subprocess.Popen(
         [
@@ -73,15 +67,14 @@ def test_real_api_server_without_scheduler_is_not_healthy_naming_each_component(
     source = HttpHealthSource(f"http://127.0.0.1:{port}", timeout_seconds=5)
     try:
         # WHEN the gate polls until the api-server answers (bounded)
-        document: object = None
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while document is None:
+        def answer() -> object:
             assert server.poll() is None, (tmp_path / "api-server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "api-server did not answer in time"
             try:
-                document = source.fetch()
+                return source.fetch()
             except NotHealthyYet:
-                time.sleep(1)
+                return None
+
+        document = poll_until(answer, timeout_s=START_TIMEOUT_SECONDS, interval_s=1.0, what="the api-server")
         verdict = evaluate_health(document)
         # THEN not healthy: the database is fine; the scheduler is unhealthy; the others never ran
         assert verdict.healthy is False

@@ -14,9 +14,7 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AirflowRuntime, PostgresDatabase, RedisDatabase
+from tests.harness import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +33,6 @@ PASSWORD = f"Img-Test-{secrets.token_hex(12)}"
 CLI_TIMEOUT_S = 240  # one Airflow CLI start costs ~5 s alone; generous for a shared, busy CPU
 HEALTHY_WITHIN_S = 240
 STOP_WITHIN_S = 90
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -316,15 +309,13 @@ def start_role(migrated: AirflowEnv, tmp_path: Path) -> Iterator[object]:
 
 
 def wait_healthy(af: AirflowEnv, started: Started, args: list[str], env: dict[str, str]) -> None:
-    deadline = time.monotonic() + HEALTHY_WITHIN_S
-    while True:
+    def healthy() -> bool:
         assert started.process.poll() is None, f"the component exited early:\n{started.tail()}"
         result = run_entrypoint(af.runtime, ["healthcheck", *args], env)
         assert result.returncode in (0, 1), result.stderr  # Docker reserves 2
-        if result.returncode == 0:
-            return
-        assert time.monotonic() < deadline, f"not healthy in {HEALTHY_WITHIN_S} s:\n{started.tail()}"
-        time.sleep(2)
+        return result.returncode == 0
+
+    wait_for(healthy, HEALTHY_WITHIN_S, "the component to be healthy", interval_s=2.0, context=started.tail)
 
 
 def cmdline(pid: int) -> str:

@@ -26,7 +26,6 @@ import secrets
 import signal
 import subprocess
 import textwrap
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cache
@@ -47,7 +46,7 @@ from tests.containers.taskdefs import (
     resolve_secret,
     translated_template,
 )
-from tests.harness import free_port
+from tests.harness import free_port, wait_for
 from tests.integration.test_image_worker_hooks import IMAGE_PACKAGE_PARENT, PACKAGE_PARENT, image_env
 from tests.static.tools import load_template
 
@@ -323,14 +322,13 @@ def start(tmp_path: Path) -> Iterator[Callable[[str, list[str], dict[str, str]],
         process.wait(timeout=30)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, logs: list[Path]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(1)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists())
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
+def wait_logged(condition: Callable[[], bool], timeout: float, what: str, logs: list[Path]) -> None:
+    """Wait; on timeout show each component's log tail."""
+
+    def tails() -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists())
+
+    wait_for(condition, timeout, what, context=tails)
 
 
 def query(db: PostgresDatabase, sql: str, **params: object) -> list[list[Any]]:
@@ -364,8 +362,8 @@ def test_a_task_on_a_worker_with_the_templates_environment_finds_no_control_secr
     assert not set(stack.control_secrets) & set(worker)
     queue_args = ["--queues", "default"]
     logs.append(start("celery-worker", ["celery-worker", *queue_args], worker))
-    wait_for(lambda: " ready." in logs[-1].read_text(errors="replace"), READY_WITHIN_S, "the worker", logs)
-    wait_for(
+    wait_logged(lambda: " ready." in logs[-1].read_text(errors="replace"), READY_WITHIN_S, "the worker", logs)
+    wait_logged(
         lambda: bool(query(stack.db, "SELECT 1 FROM dag WHERE dag_id = :d", d=DAG_ID)),
         READY_WITHIN_S,
         "the probe DAG to be parsed",
@@ -388,7 +386,7 @@ def test_a_task_on_a_worker_with_the_templates_environment_finds_no_control_secr
         rows = query(stack.db, "SELECT state FROM dag_run WHERE dag_id = :d", d=DAG_ID)
         return bool(rows) and rows[0][0] in ("success", "failed")
 
-    wait_for(finished, RUN_WITHIN_S, "the probe run to finish", logs)
+    wait_logged(finished, RUN_WITHIN_S, "the probe run to finish", logs)
     states = query(stack.db, "SELECT state FROM task_instance WHERE dag_id = :d", d=DAG_ID)
     # THEN the task succeeded: it found none of them, and the database setting it sees is unusable
     assert states == [["success"]], (
