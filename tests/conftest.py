@@ -16,6 +16,7 @@ import secrets
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -256,3 +257,24 @@ def moto_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with mock_aws():
         yield
+
+
+@pytest.fixture(scope="session")
+def local_environments(
+    airflow_runtime: AirflowRuntime,
+    pg_database_factory: Callable[[str], PostgresDatabase],
+    redis_database: RedisDatabase,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[..., AbstractContextManager[Any]]:
+    """``with local_environments("label", AFCTL_SETTING="..."):`` a local environment
+    (tests.harness.LocalEnv) on a fresh state folder and database and the run's Redis db,
+    brought down and swept by marker at the end whatever happened."""
+    from tests.harness import local_environment
+
+    def start(label: str, **settings: str) -> AbstractContextManager[Any]:
+        state = tmp_path_factory.mktemp(f"af{label}")
+        return local_environment(
+            airflow_runtime, state, pg_database_factory(label), redis_database, **settings
+        )
+
+    return start

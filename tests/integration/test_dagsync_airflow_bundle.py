@@ -19,6 +19,7 @@ from airflow_control_plane.dagsync.git_source import DulwichGitSource
 from airflow_control_plane.dagsync.request import SyncRequest
 from airflow_control_plane.dagsync.service import Clock, SyncSettings, sync_once
 from tests.conftest import AirflowRuntime
+from tests.harness import GitRepo
 
 pytestmark = pytest.mark.integration
 
@@ -57,21 +58,13 @@ print("PROBE " + json.dumps(after), flush=True)
 """
 
 
-def _git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x.invalid"}
-    env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x.invalid"}
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], check=True, capture_output=True, env=env
-    ).stdout.decode()
-
-
 def _commit(repo: Path, files: dict[str, str]) -> str:
     for name, text in files.items():
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_text(text)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "c")
-    return _git(repo, "rev-parse", "HEAD").strip()
+    GitRepo(repo).git("add", "-A")
+    GitRepo(repo).git("commit", "-q", "-m", "c")
+    return GitRepo(repo).git("rev-parse", "HEAD").strip()
 
 
 def _sync(url: str, target: Path, cache: Path) -> str:
@@ -99,7 +92,7 @@ def test_airflow_parses_one_resolved_release_and_workers_get_the_pinned_one(
     # GIVEN a synced target with DAGs in shared folders and two identical packages
     repo = tmp_path / "origin"
     repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
+    GitRepo(repo).git("init", "-q", "-b", "main")
     first = _commit(
         repo,
         {

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from airflow_control_plane.dagsync.release import folder_keys
+from tests.harness import GitRepo
 
 pytestmark = pytest.mark.integration
 
@@ -50,14 +51,6 @@ print(result.action, flush=True)
 """
 
 
-def _git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x.invalid"}
-    env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x.invalid"}
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], check=True, capture_output=True, env=env
-    ).stdout.decode()
-
-
 def _commit(repo: Path, rev: int) -> tuple[str, frozenset[str]]:
     """A commit whose every file says ``rev``; it has FILES - 3 * (rev % 5) files."""
     names = {f"dags/g{i % 7}/d{i:04d}.py" for i in range(FILES - 3 * (rev % 5))}
@@ -67,9 +60,9 @@ def _commit(repo: Path, rev: int) -> tuple[str, frozenset[str]]:
     for name in names:
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_text(f"REV = {rev}\n" + "# padding\n" * 20)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", f"rev {rev}")
-    return _git(repo, "rev-parse", "HEAD").strip(), frozenset(names)
+    GitRepo(repo).git("add", "-A")
+    GitRepo(repo).git("commit", "-q", "-m", f"rev {rev}")
+    return GitRepo(repo).git("rev-parse", "HEAD").strip(), frozenset(names)
 
 
 class Reader(threading.Thread):
@@ -112,7 +105,7 @@ def test_random_kills_never_expose_a_partial_tree_and_the_next_sync_always_succe
     # GIVEN a repository, and a first complete publish
     origin = tmp_path / "origin"
     origin.mkdir()
-    _git(origin, "init", "-q", "-b", "main")
+    GitRepo(origin).git("init", "-q", "-b", "main")
     expected: dict[str, tuple[int, frozenset[str]]] = {}
     sha, names = _commit(origin, 0)
     expected[sha] = (0, names)

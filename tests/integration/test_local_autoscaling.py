@@ -8,6 +8,7 @@ still carrying the state folder's marker. Waits are bounded and generous (CPU is
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,8 +17,7 @@ import pytest
 from airflow_control_plane.local import proc
 from airflow_control_plane.local.autoscaler import hibernation_flag, read_decisions
 from airflow_control_plane.local.ecs import LocalEcs
-from tests.conftest import AirflowRuntime, PostgresDatabase, RedisDatabase
-from tests.harness import DOWN_TIMEOUT_S, LocalEnv, local_environment, wait_for
+from tests.harness import DOWN_TIMEOUT_S, LocalEnv, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -36,17 +36,9 @@ def _run_state(env: LocalEnv, dag_id: str, run_id: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def autoscaled(
-    airflow_runtime: AirflowRuntime,
-    pg_database_factory: Callable[[str], PostgresDatabase],
-    redis_database: RedisDatabase,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[LocalEnv]:
-    with local_environment(
-        airflow_runtime,
-        tmp_path_factory.mktemp("afscale"),
-        pg_database_factory("autoscale"),
-        redis_database,
+def autoscaled(local_environments: Callable[..., AbstractContextManager[LocalEnv]]) -> Iterator[LocalEnv]:
+    with local_environments(
+        "autoscale",
         AFCTL_AUTOSCALE="true",
         AFCTL_AUTOSCALE_INTERVAL="3",
         AFCTL_AUTOSCALE_IDLE_SECONDS=str(IDLE_S),

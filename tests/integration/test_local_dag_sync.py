@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,6 @@ from tests.harness import (
     GitRepo,
     LocalEnv,
     local_env_settings,
-    local_environment,
     run_afctl,
     wait_for,
 )
@@ -66,18 +66,10 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> GitRepo:
 
 @pytest.fixture(scope="module")
 def local_env(
-    airflow_runtime: AirflowRuntime,
-    pg_database_factory: Callable[[str], PostgresDatabase],
-    redis_database: RedisDatabase,
-    tmp_path_factory: pytest.TempPathFactory,
-    repo: GitRepo,
+    local_environments: Callable[..., AbstractContextManager[LocalEnv]], repo: GitRepo
 ) -> Iterator[LocalEnv]:
-    state = tmp_path_factory.mktemp("afdags")
-    with local_environment(
-        airflow_runtime,
-        state,
-        pg_database_factory("dagsync"),
-        redis_database,
+    with local_environments(
+        "dagsync",
         **NO_WORKERS,
         AFCTL_DAG_REPO_URL=repo.url,
         AFCTL_DAG_REPO_REF="main",

@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,6 @@ from tests.harness import (
     free_port,
     get_token,
     health,
-    local_environment,
     wait_for,
 )
 
@@ -48,17 +48,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def local_env(
-    airflow_runtime: AirflowRuntime,
-    pg_database_factory: Callable[[str], PostgresDatabase],
-    redis_database: RedisDatabase,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[LocalEnv]:
-    state = tmp_path_factory.mktemp("afstate")
+def local_env(local_environments: Callable[..., AbstractContextManager[LocalEnv]]) -> Iterator[LocalEnv]:
     # a fixed worker here; test_local_autoscaling.py covers the autoscaler (0 -> N -> 0)
-    with local_environment(
-        airflow_runtime, state, pg_database_factory("local"), redis_database, AFCTL_AUTOSCALE="false"
-    ) as local:
+    with local_environments("local", AFCTL_AUTOSCALE="false") as local:
         yield local
 
 
