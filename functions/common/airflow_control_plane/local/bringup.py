@@ -18,6 +18,7 @@ from typing import Any
 
 from airflow_control_plane.bringup.steps import BRING_UP_ORDER, CORE_SERVICES, BringUpStep
 from airflow_control_plane.errors import ConfigError, ControlPlaneError, InvalidInputError, TransientError
+from airflow_control_plane.health import HttpHealthSource, wait_until_healthy
 from airflow_control_plane.local import autoscaler as local_autoscaler
 from airflow_control_plane.local import backing, lease, metadata_db
 from airflow_control_plane.local.airflow_env import (
@@ -43,7 +44,6 @@ from airflow_control_plane.local.dag_source import (
 from airflow_control_plane.local.dag_source import publish as publish_dags
 from airflow_control_plane.local.decisions import decide_admin, decide_migration, decide_reconfigure
 from airflow_control_plane.local.ecs import LocalEcs, ServiceControl, ensure_supervisor
-from airflow_control_plane.local.health import fetch_health, wait_until_healthy
 from airflow_control_plane.local.ports import free_port, port_is_free
 from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.secrets_store import (
@@ -401,10 +401,11 @@ class BringUp:
 
     def health_gate(self) -> str:
         ecs = self._ecs()
+        source = HttpHealthSource(self.base_url)
 
         def fetch() -> object:
             fail_if_crash_looping(ecs, CORE_SERVICES, self.settings.paths.logs)
-            return fetch_health(self.base_url)
+            return source.fetch()
 
         return wait_until_healthy(fetch, self.settings.health_timeout_s, progress=self.echo).reason
 

@@ -1,5 +1,5 @@
-"""The one-off steps' decisions: run the migration or skip it, create the admin or skip it,
-proceed with hibernation or wait for running tasks. Pure functions returning a reason.
+"""The one-off steps' decisions: run the migration or skip it, create the admin or skip it.
+Pure functions returning a reason.
 """
 
 from __future__ import annotations
@@ -63,32 +63,3 @@ def decide_reconfigure(
         + "): nothing was changed. Apply them with `afctl down` then `afctl up`, or unset the "
         "variable to keep the running values",
     )
-
-
-@dataclass(frozen=True)
-class DrainDecision:
-    proceed: bool
-    give_up: bool
-    reason: str
-
-
-def decide_drain(active_tasks: int | None, waited_s: float, timeout_s: float, force: bool) -> DrainDecision:
-    """Go on stopping services only when nothing runs or is queued, or when forced.
-
-    Unknown counts (database unreachable) and a timeout never stop running work: the caller
-    reports and leaves the workers up; ``--force`` is the explicit way to stop anyway.
-    """
-    if force:
-        return DrainDecision(True, False, "forced: not waiting for running or queued tasks")
-    if active_tasks == 0:
-        return DrainDecision(True, False, "no task instance is running or queued")
-    what = (
-        "the task count is unknown (metadata DB unreachable)"
-        if active_tasks is None
-        else (f"{active_tasks} task instance(s) running or queued")
-    )
-    if waited_s >= timeout_s:
-        return DrainDecision(
-            False, True, f"{what} after {waited_s:.0f} s; workers left running (use --force to stop anyway)"
-        )
-    return DrainDecision(False, False, f"{what}; waiting ({waited_s:.0f}/{timeout_s:.0f} s)")
