@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from airflow_control_plane.bringup.drain import ActiveTaskInstances, decide_drain, polls_in_window
+from airflow_control_plane.bringup.input import AdminUserMode
+from airflow_control_plane.bringup.jobs import JobDecision, decide_admin, decide_migration
 from airflow_control_plane.bringup.steps import BRING_UP_ORDER, HIBERNATE_ORDER
 from airflow_control_plane.errors import ControlPlaneError, TransientError
 from airflow_control_plane.health import evaluate_health, wait_until_healthy
 from airflow_control_plane.local.bringup import BringUp, fail_if_crash_looping, wait_until_steady
-from airflow_control_plane.local.decisions import decide_admin, decide_migration
 from airflow_control_plane.local.ecs import InMemoryServices
 from airflow_control_plane.local.hibernate import Hibernate
 from airflow_control_plane.local.protocol import ServiceState
@@ -95,13 +96,19 @@ def test_migration_is_skipped_only_for_the_same_database_revision_and_version() 
     assert decide_migration(record, "abc", "unknown", "pg/db").run  # in doubt, migrate
 
 
+def _admin(password_stored: bool, user_exists: bool | None) -> JobDecision:
+    return decide_admin(
+        AdminUserMode.CREATE, "admin", user_exists=bool(user_exists), password_stored=password_stored
+    )
+
+
 def test_admin_user_decision() -> None:
-    assert not decide_admin(True, True, "admin").run
-    reset = decide_admin(False, True, "admin")
+    assert not _admin(True, True).run
+    reset = _admin(False, True)
     assert reset.run
     assert "reset" in reset.reason
-    assert decide_admin(False, None, "admin").run
-    assert decide_admin(True, False, "admin").run  # stored, but the database is new
+    assert _admin(False, None).run
+    assert _admin(True, False).run  # stored, but the database is new
 
 
 def test_drain_never_stops_running_work_unless_forced() -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airflow_control_plane.bringup.input import AdminUserMode
+from airflow_control_plane.bringup.jobs import decide_admin, decide_migration
 from airflow_control_plane.bringup.steps import BRING_UP_ORDER, CORE_SERVICES, BringUpStep
 from airflow_control_plane.errors import ConfigError, ControlPlaneError, InvalidInputError, TransientError
 from airflow_control_plane.health import HttpHealthSource, wait_until_healthy
@@ -42,7 +44,7 @@ from airflow_control_plane.local.dag_source import (
     summarise_sync,
 )
 from airflow_control_plane.local.dag_source import publish as publish_dags
-from airflow_control_plane.local.decisions import decide_admin, decide_migration, decide_reconfigure
+from airflow_control_plane.local.decisions import decide_reconfigure
 from airflow_control_plane.local.ecs import LocalEcs, ServiceControl, ensure_supervisor
 from airflow_control_plane.local.ports import free_port, port_is_free
 from airflow_control_plane.local.runtime_state import RuntimeState
@@ -321,7 +323,10 @@ class BringUp:
                 "password are kept (see that environment's credentials.json)"
             ) + self._apply_settings_files()
         decision = decide_admin(
-            stored is not None and stored.username == s.admin_username, exists, s.admin_username
+            AdminUserMode.CREATE,
+            s.admin_username,
+            user_exists=bool(exists),  # None: no user table yet, so no user
+            password_stored=stored is not None and stored.username == s.admin_username,
         )
         if not decision.run:
             return f"skipped: {decision.reason}" + self._apply_settings_files()
