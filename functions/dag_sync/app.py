@@ -13,7 +13,6 @@ GitCacheError, SyncDeadlineError, ...).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import pg8000.native
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from airflow_control_plane.config import optional_int, optional_str, require_str
 from airflow_control_plane.dagsync.airflowignore import check_syntax
-from airflow_control_plane.dagsync.credentials import SecretReader, SecretsManagerSecret, parse_secret
+from airflow_control_plane.dagsync.credentials import parse_secret
 from airflow_control_plane.dagsync.events import EventBridgePublisher
 from airflow_control_plane.dagsync.git_source import DulwichGitSource
 from airflow_control_plane.dagsync.in_use import PostgresReleasesInUse, ReleasesInUse
@@ -39,7 +37,8 @@ from airflow_control_plane.dagsync.service import DEFAULT_LOCK_TTL_S, SyncResult
 from airflow_control_plane.dagsync.webhook import SyncRequest
 from airflow_control_plane.edge import event_object
 from airflow_control_plane.errors import ConfigError, InvalidInputError
-from airflow_control_plane.pg_tls import ssl_context
+from airflow_control_plane.metadata_db import build_dsn, connector
+from airflow_control_plane.secret_source import SecretReader, SecretsManagerSecret, database_credentials
 
 logger = Logger(service="dag-sync")
 metrics = Metrics(service="dag-sync")
@@ -143,26 +142,19 @@ def build_in_use(config: DagSyncConfig, secrets_client: Any) -> ReleasesInUse | 
     if not config.db_secret_arn:
         raise ConfigError("DB_HOST is set but DB_SECRET_ARN is not")
 
-    def connect() -> Any:
-        raw = secrets_client.get_secret_value(SecretId=config.db_secret_arn)["SecretString"]
-        try:
-            secret = json.loads(raw)
-            user, password = str(secret["username"]), str(secret["password"])
-        except (ValueError, KeyError, TypeError):
-            raise ConfigError(
-                f"secret {config.db_secret_arn} must hold JSON with username and password"
-            ) from None
-        return pg8000.native.Connection(
-            user=user,
-            password=password,
+    def dsn() -> str:
+        secret = SecretsManagerSecret(secrets_client, config.db_secret_arn).read()
+        user, password = database_credentials(secret, config.db_secret_arn)
+        return build_dsn(
             host=config.db_host,
             port=config.db_port,
             database=config.db_name,
-            timeout=5,
-            ssl_context=ssl_context(config.db_sslmode),
+            user=user,
+            password=password,
+            sslmode=config.db_sslmode,
         )
 
-    return PostgresReleasesInUse(connect)
+    return PostgresReleasesInUse(connector(dsn, timeout_s=5))
 
 
 def record_metrics(result: SyncResult) -> None:

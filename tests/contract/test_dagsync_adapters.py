@@ -17,12 +17,13 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from airflow_control_plane.dagsync.credentials import SecretsManagerSecret, parse_secret
+from airflow_control_plane.dagsync.credentials import parse_secret
 from airflow_control_plane.dagsync.errors import LockLostError, SyncBusyError
 from airflow_control_plane.dagsync.events import RELEASE_PUBLISHED, EventBridgePublisher, JsonLinesPublisher
 from airflow_control_plane.dagsync.lock import LOCK_NAME, FileLock, Identity, break_lease
 from airflow_control_plane.dagsync.webhook import FileDeliveryStore, LambdaAsyncDispatcher, SyncRequest
 from airflow_control_plane.errors import ConfigError, TransientError
+from airflow_control_plane.secret_source import SecretsManagerSecret
 
 pytestmark = pytest.mark.contract
 

@@ -33,7 +33,7 @@ from airflow_control_plane.local.settings import LocalSettings
 from airflow_control_plane.local.worker_services import LocalWorkerServices
 from airflow_control_plane.scaling.broker import RedisQueueDepth
 from airflow_control_plane.scaling.config import QueueScaling
-from airflow_control_plane.scaling.demand import PgDemandReader, connection_kwargs
+from airflow_control_plane.scaling.demand import PgDemandReader
 from airflow_control_plane.scaling.drain import KombuWorkerControl
 from airflow_control_plane.scaling.events import RecordingPublisher
 from airflow_control_plane.scaling.hibernation import FileFlag
@@ -186,16 +186,9 @@ def build_ports(
     state = RuntimeState.load(paths)
     if not state.database_url or not state.redis_url:
         raise ConfigError(f"{paths.settings} records no database or Redis URL; run `afctl up` first")
-    kwargs = connection_kwargs(state.database_url)
-
-    def connect() -> Any:
-        import pg8000.native
-
-        return pg8000.native.Connection(**kwargs)
-
     services = LocalWorkerServices(ecs)
     ports = ScalingPorts(
-        demand=PgDemandReader(connect),
+        demand=PgDemandReader.from_dsn(state.database_url),
         broker=RedisQueueDepth.from_url(state.redis_url),
         services=services,
         memory=JsonFileStore(memory_file(paths)),

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from airflow_control_plane import metadata_db
 from airflow_control_plane.errors import ConfigError, TransientError
 from airflow_control_plane.local import proc
 from airflow_control_plane.local.ports import free_port
@@ -64,18 +65,20 @@ class PostgresTarget:
             return f"postgresql+psycopg2://{auth}@/{self.database}?host={socket_dir}&port={self.port}"
         return f"postgresql+psycopg2://{auth}@{self.host}:{self.port}/{self.database}"
 
-    def pg8000_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"user": self.user, "database": self.database, "password": self.password}
+    @property
+    def dsn(self) -> str:
+        """The control plane's own DSN for this database (airflow_control_plane/metadata_db.py)."""
+        auth = quote(self.user, safe="") + (f":{quote(self.password, safe='')}" if self.password else "")
         if self.host.startswith("/"):
-            kwargs["unix_sock"] = f"{self.host}/.s.PGSQL.{self.port}"
-        else:
-            kwargs.update(host=self.host, port=self.port)
-        return kwargs
+            return f"postgresql://{auth}@/{self.database}?host={quote(self.host, safe='/')}&port={self.port}"
+        return f"postgresql://{auth}@{self.host}:{self.port}/{self.database}"
+
+    def pg8000_kwargs(self) -> dict[str, Any]:
+        kwargs = metadata_db.connection_kwargs(self.dsn)
+        return {k: v for k, v in kwargs.items() if k not in ("timeout", "ssl_context")}
 
     def connect(self) -> Any:
-        import pg8000.native
-
-        return pg8000.native.Connection(**self.pg8000_kwargs(), timeout=10)
+        return metadata_db.connect(self.dsn)
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airflow_control_plane import metadata_db
 from airflow_control_plane.bringup.input import AdminUserMode
 from airflow_control_plane.bringup.jobs import decide_admin, decide_migration
 from airflow_control_plane.bringup.steps import BRING_UP_ORDER, CORE_SERVICES, BringUpStep
 from airflow_control_plane.errors import ConfigError, ControlPlaneError, InvalidInputError, TransientError
 from airflow_control_plane.health import HttpHealthSource, wait_until_healthy
 from airflow_control_plane.local import autoscaler as local_autoscaler
-from airflow_control_plane.local import backing, lease, metadata_db
+from airflow_control_plane.local import backing, lease
 from airflow_control_plane.local.airflow_env import (
     STATE_MARKER_ENV,
     WORKER_SERVICE,
@@ -291,7 +292,7 @@ class BringUp:
         version = _airflow_version()
         decision = decide_migration(
             self.state.migration or None,
-            metadata_db.schema_revision(target),
+            metadata_db.schema_revision(target.connect),
             version,
             _database_identity(target),
         )
@@ -304,7 +305,7 @@ class BringUp:
                 f"Last output: {result.output.strip()[-400:]} (full log: {result.log_path})"
             )
         record = {
-            "revision": metadata_db.schema_revision(target),
+            "revision": metadata_db.schema_revision(target.connect),
             "airflow_version": version,
             "database": _database_identity(target),
         }
@@ -316,7 +317,7 @@ class BringUp:
     def create_admin_user(self) -> str:
         s = self.settings
         stored = load_credentials(s.paths.credentials)
-        exists = metadata_db.user_exists(self._target(), s.admin_username)
+        exists = metadata_db.user_exists(self._target().connect, s.admin_username)
         if self.joined and exists and stored is None:
             return (
                 f"skipped: joined another environment's database; its user {s.admin_username!r} and "
