@@ -1,6 +1,8 @@
 """The local worker autoscaler: the same policy as the Lambda, every few seconds, with local adapters.
 
-Run by the supervisor as the ``autoscaler`` service (``afctl autoscale --local``). Each tick
+Run by the supervisor as the ``autoscaler`` service: ``python -m
+airflow_control_plane.local.autoscaler`` (this package's ``__main__``, the command line of
+``afctl autoscale --local``; the library here never imports the command). Each tick
 evaluates :func:`airflow_control_plane.scaling.service.evaluate` with:
 
 - demand: ``PgDemandReader`` on the local metadata database;
@@ -280,14 +282,3 @@ def run_loop(
             )
         done += 1
         sleep(max(0.0, settings.interval_s - (time.monotonic() - started)))
-
-
-def main(argv: list[str] | None = None) -> int:
-    from airflow_control_plane.commands.autoscale import autoscale
-
-    autoscale.main(args=["--local", *(sys.argv[1:] if argv is None else argv)], prog_name="autoscaler")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
