@@ -16,7 +16,7 @@ import pg8000.native
 import pytest
 
 from airflow_control_plane.local import lease
-from airflow_control_plane.local.bringup import BringUp
+from airflow_control_plane.local.bringup import BringUp, UpContext
 from airflow_control_plane.local.settings import LocalSettings
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, AirflowRuntime, PostgresDatabase, RedisDatabase
 
@@ -36,10 +36,9 @@ def _env(state: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _prepare(env: dict[str, str]) -> BringUp:
-    bringup = BringUp(LocalSettings.from_env(env), lambda _line: None, base_env=env)
-    bringup.validate_input()
-    return bringup
+def _prepare(env: dict[str, str]) -> UpContext:
+    context, _ = BringUp(LocalSettings.from_env(env), lambda _line: None, base_env=env).validate_input()
+    return context
 
 
 def _afctl(
@@ -176,13 +175,12 @@ def test_up_applies_connections_variables_and_pools_from_the_settings_folder(
     )
     # WHEN the bring-up's one-off steps run (no service is started)
     bringup = BringUp(LocalSettings.from_env(env), lambda _line: None, base_env=env)
+    context, _ = bringup.validate_input()
     try:
-        bringup.validate_input()
-        bringup.migrate_database()
-        note = bringup.create_admin_user()
+        context, _ = bringup.migrate_database(context)
+        context, note = bringup.create_admin_user(context)
     finally:
-        if bringup.warm_cli is not None:
-            bringup.warm_cli.close()
+        context.jobs.close()
     # THEN the three files were applied and the step says so
     assert "applied connections.json, variables.json, pools.json" in note
     conn = database.connect()

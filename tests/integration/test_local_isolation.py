@@ -19,7 +19,7 @@ import redis
 from airflow_control_plane.errors import ConfigError
 from airflow_control_plane.local import lease
 from airflow_control_plane.local.backing import PostgresTarget, RedisTarget
-from airflow_control_plane.local.bringup import BringUp
+from airflow_control_plane.local.bringup import BringUp, UpContext
 from airflow_control_plane.local.reset import apply_reset, plan_reset
 from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.settings import LocalSettings
@@ -41,10 +41,9 @@ def _env(state: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _validate(env: dict[str, str]) -> BringUp:
-    bringup = BringUp(LocalSettings.from_env(env), lambda _line: None, base_env=env)
-    bringup.validate_input()
-    return bringup
+def _validate(env: dict[str, str]) -> UpContext:
+    context, _ = BringUp(LocalSettings.from_env(env), lambda _line: None, base_env=env).validate_input()
+    return context
 
 
 @pytest.fixture

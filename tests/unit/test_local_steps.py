@@ -28,11 +28,11 @@ def _recording(runner: BringUp, monkeypatch: pytest.MonkeyPatch, fail_at: str | 
     called: list[str] = []
     for name in _BRING_UP_METHODS:
 
-        def step(name: str = name) -> str:
+        def step(*context: object, name: str = name) -> tuple[object, str]:
             called.append(name)
             if name == fail_at:
                 raise ControlPlaneError(f"{name} failed")
-            return "ok"
+            return (context[0] if context else "a context"), "ok"
 
         monkeypatch.setattr(runner, name, step)
     return called
