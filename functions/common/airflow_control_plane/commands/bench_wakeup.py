@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 import urllib.error
 import urllib.request
 from datetime import datetime
@@ -27,6 +26,7 @@ from airflow_control_plane.local.ecs import LocalEcs
 from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.secrets_store import load_credentials
 from airflow_control_plane.local.settings import LocalSettings
+from airflow_control_plane.poll import PollTimedOut, poll_until
 
 PLAN_SQL = (
     "SELECT queued_dttm, start_date FROM task_instance "
@@ -45,14 +45,10 @@ def _api(url: str, body: object | None, token: str | None, method: str) -> Any:
 
 
 def _wait(what: str, timeout_s: float, check: Any) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TransientError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.5)
+    try:
+        return poll_until(lambda: check() or None, timeout_s=timeout_s, interval_s=0.5, what=what)
+    except PollTimedOut:
+        raise TransientError(f"timed out after {timeout_s:.0f} s waiting for {what}") from None
 
 
 def _workers(ecs: LocalEcs) -> int:

@@ -22,7 +22,7 @@ from airflow_control_plane.local import proc
 from airflow_control_plane.local.files import read_json
 from airflow_control_plane.local.paths import StatePaths
 from airflow_control_plane.local.protocol import ServiceState
-from airflow_control_plane.poll import PollTimedOut, poll_until
+from airflow_control_plane.poll import PollTimedOut, poll_done, poll_until
 
 
 class ServiceControl(Protocol):
@@ -100,14 +100,12 @@ class LocalEcs:
             self._call({"op": "shutdown"})
         if pid is None:
             return
-        with contextlib.suppress(PollTimedOut):  # still alive then: killed below
-            poll_until(
-                lambda: not proc.is_alive(pid),
-                timeout_s=timeout_s,
-                interval_s=0.2,
-                what="supervisor exit",
-                sleep=sleep,
-            )
+        poll_done(
+            lambda: not proc.is_alive(pid),
+            timeout_s=timeout_s,
+            interval_s=0.2,
+            sleep=sleep,
+        )
         if proc.is_alive(pid):
             proc.signal_group(pid, signal.SIGKILL)
             raise ControlPlaneError(

@@ -33,6 +33,7 @@ from airflow_control_plane.local.paths import StatePaths
 from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.settings import LocalSettings
 from airflow_control_plane.local.worker_services import LocalWorkerServices
+from airflow_control_plane.poll import poll_done
 from airflow_control_plane.scaling.broker import RedisQueueDepth
 from airflow_control_plane.scaling.config import QueueScaling
 from airflow_control_plane.scaling.demand import PgDemandReader
@@ -163,14 +164,14 @@ def stop(
     if not any(s.name == AUTOSCALER_SERVICE for s in ecs.describe()):
         return "hibernation flag set; no autoscaler service"
     ecs.set_desired_count(AUTOSCALER_SERVICE, 0)
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def stopped() -> bool:
         state = next(s for s in ecs.describe() if s.name == AUTOSCALER_SERVICE)
-        if state.running == 0 and state.stopping == 0:
-            return "hibernation flag set; autoscaler stopped"
-        if time.monotonic() >= deadline:
-            raise ControlPlaneError(f"the autoscaler did not stop within {timeout_s:.0f} s")
-        sleep(0.2)
+        return state.running == 0 and state.stopping == 0
+
+    if not poll_done(stopped, timeout_s=timeout_s, interval_s=0.2, sleep=sleep):
+        raise ControlPlaneError(f"the autoscaler did not stop within {timeout_s:.0f} s")
+    return "hibernation flag set; autoscaler stopped"
 
 
 def set_hibernated(paths: StatePaths, hibernated: bool) -> None:
