@@ -4,6 +4,11 @@ Same order as the AWS state machine: validate input, migrate the metadata DB (ne
 services after a failed migration), create the admin user, start the core services, wait
 until each is steady, health gate, start workers at their minimum, announce ready. Before
 the services, the DAG source is published with the DAG sync core (local/dag_source.py).
+
+The decisions and checks are the Lambdas' own: the migration and admin-user decisions
+(bringup/jobs.py), the health check (health.py), the metadata database reads (metadata_db.py);
+what is local is the adapters (processes, the supervisor, the state folder). Each step takes
+an :class:`UpContext` and returns a new one.
 """
 
 from __future__ import annotations

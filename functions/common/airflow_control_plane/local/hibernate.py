@@ -4,6 +4,9 @@ Same order as the AWS state machine: stop the scheduler first (nothing new gets 
 drain (bounded; ``--force`` skips it), then workers, triggerer, dag-processor, api-server to
 zero. The metadata database stays intact, so a later ``up`` resumes. Finally the supervisor
 exits and any stray process of this state folder is stopped: nothing is left behind.
+
+The drain is the drain-check Lambda's: the same counter and decision (bringup/drain.py),
+polled in-process. Each step takes a :class:`DownContext` and returns it.
 """
 
 from __future__ import annotations
