@@ -37,8 +37,8 @@ from airflow_control_plane.dagsync.service import DEFAULT_LOCK_TTL_S, SyncResult
 from airflow_control_plane.dagsync.webhook import SyncRequest
 from airflow_control_plane.edge import event_object
 from airflow_control_plane.errors import ConfigError, InvalidInputError
-from airflow_control_plane.metadata_db import build_dsn, connector
-from airflow_control_plane.secret_source import SecretReader, SecretsManagerSecret, database_credentials
+from airflow_control_plane.metadata_db import rds_secret_connector
+from airflow_control_plane.secret_source import SecretReader, SecretsManagerSecret
 
 logger = Logger(service="dag-sync")
 metrics = Metrics(service="dag-sync")
@@ -142,19 +142,16 @@ def build_in_use(config: DagSyncConfig, secrets_client: Any) -> ReleasesInUse | 
     if not config.db_secret_arn:
         raise ConfigError("DB_HOST is set but DB_SECRET_ARN is not")
 
-    def dsn() -> str:
-        secret = SecretsManagerSecret(secrets_client, config.db_secret_arn).read()
-        user, password = database_credentials(secret, config.db_secret_arn)
-        return build_dsn(
-            host=config.db_host,
-            port=config.db_port,
-            database=config.db_name,
-            user=user,
-            password=password,
-            sslmode=config.db_sslmode,
-        )
-
-    return PostgresReleasesInUse(connector(dsn, timeout_s=5))
+    connect = rds_secret_connector(
+        SecretsManagerSecret(secrets_client, config.db_secret_arn),
+        config.db_secret_arn,
+        host=config.db_host,
+        port=config.db_port,
+        database=config.db_name,
+        sslmode=config.db_sslmode,
+        timeout_s=5,
+    )
+    return PostgresReleasesInUse(connect)
 
 
 def record_metrics(result: SyncResult) -> None:

@@ -29,7 +29,7 @@ from airflow_control_plane.bringup.drain import PostgresTaskInstanceCounter, Tas
 from airflow_control_plane.config import optional_int, optional_str, require_str
 from airflow_control_plane.edge import event_object
 from airflow_control_plane.errors import InvalidInputError
-from airflow_control_plane.metadata_db import build_dsn, connector
+from airflow_control_plane.metadata_db import rds_secret_connector
 from airflow_control_plane.secret_source import SecretsManagerSecret, database_credentials
 
 logger = Logger()
@@ -58,25 +58,22 @@ class DrainCheckConfig:
 
 
 def _credentials(secret_arn: str, client: Any) -> tuple[str, str]:
+    """The database user and password in the secret (what the counter reads at each connect)."""
     return database_credentials(SecretsManagerSecret(client, secret_arn).read(), secret_arn)
 
 
 def build_counter(config: DrainCheckConfig, secrets_client: Any | None = None) -> TaskInstanceCounter:
     """The pg8000 adapter; credentials are read from Secrets Manager at each connect."""
-    client = secrets_client or boto3.client("secretsmanager")
-
-    def dsn() -> str:
-        user, password = _credentials(config.db_secret_arn, client)
-        return build_dsn(
-            host=config.db_host,
-            port=config.db_port,
-            database=config.db_name,
-            user=user,
-            password=password,
-            sslmode=config.db_sslmode,
-        )
-
-    return PostgresTaskInstanceCounter(connector(dsn, timeout_s=config.connect_timeout_seconds))
+    connect = rds_secret_connector(
+        SecretsManagerSecret(secrets_client or boto3.client("secretsmanager"), config.db_secret_arn),
+        config.db_secret_arn,
+        host=config.db_host,
+        port=config.db_port,
+        database=config.db_name,
+        sslmode=config.db_sslmode,
+        timeout_s=config.connect_timeout_seconds,
+    )
+    return PostgresTaskInstanceCounter(connect)
 
 
 def _positive_int(event: Mapping[str, Any], name: str) -> int:

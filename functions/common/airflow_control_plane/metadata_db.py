@@ -4,9 +4,10 @@ Every part of the control plane that reads the metadata database (the drain chec
 autoscaler's demand reader, the DAG sync's release-in-use reader, ``afctl up``/``down`` and
 the benchmarks) turns a DSN into a connection with :func:`connect` (or a connector with
 :func:`connector`): ``postgresql://user:password@host:5432/db?sslmode=require``, or a Unix
-socket as ``postgresql://user@/db?host=/socket/dir&port=5432``. Where the credentials live in
-an RDS-style secret, :func:`build_dsn` builds the DSN from its parts. ``sslmode`` follows libpq's
-names (airflow_control_plane/pg_tls.py); without it the connection is plain.
+socket as ``postgresql://user@/db?host=/socket/dir&port=5432``. Where the credentials live
+in an RDS-style secret, :func:`rds_secret_connector` builds the DSN from it at each connect.
+``sslmode`` follows libpq's names (airflow_control_plane/pg_tls.py); without it the
+connection is plain.
 
 The read-only questions of the one-off jobs (:func:`schema_revision`, :func:`user_exists`)
 take a connector, so a test or another runtime passes its own.
@@ -20,6 +21,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from airflow_control_plane.errors import ConfigError
 from airflow_control_plane.pg_tls import ssl_context
+from airflow_control_plane.secret_source import SecretReader, database_credentials
 
 DEFAULT_TIMEOUT_S = 10.0
 Connector = Callable[[], Any]  # returns a fresh pg8000.native.Connection; the caller closes it
@@ -72,6 +74,28 @@ def build_dsn(*, host: str, port: int, database: str, user: str, password: str |
     """A DSN from its parts (say, the host from the environment and the user from a secret)."""
     auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
     return f"postgresql://{auth}@{host}:{port}/{quote(database, safe='')}?sslmode={quote(sslmode, safe='')}"
+
+
+def rds_secret_connector(
+    secret: SecretReader,
+    secret_id: str,
+    *,
+    host: str,
+    port: int,
+    database: str,
+    sslmode: str,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
+) -> Connector:
+    """A connector whose user and password come from an RDS-style JSON secret, read at each
+    connect (a rotated password is picked up; the Lambdas hold no connection between polls)."""
+
+    def current_dsn() -> str:
+        user, password = database_credentials(secret.read(), secret_id)
+        return build_dsn(
+            host=host, port=port, database=database, user=user, password=password, sslmode=sslmode
+        )
+
+    return connector(current_dsn, timeout_s=timeout_s)
 
 
 def _table_exists(conn: Any, table: str) -> bool:
