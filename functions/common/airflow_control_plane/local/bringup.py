@@ -155,7 +155,6 @@ class BringUp:
             def act() -> str:
                 nonlocal context
                 context, detail = step(cast(UpContext, context))  # BRING_UP_ORDER starts with validate
-
                 return detail
 
             return act
