@@ -125,7 +125,7 @@ def decide_drain(
         running, queued = counts.running, counts.queued
         active = (
             f"{counts.total} task instance(s) running or queued "
-            f"({counts.running} running, {counts.queued} queued)"
+            f"({counts.running} running and {counts.queued} queued)"
         )
 
     def decision(action: DrainAction, reason: str) -> DrainDecision:
