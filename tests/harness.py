@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from airflow_control_plane.local.bringup import BringUp
+from airflow_control_plane.local.bringup import BringUp, UpContext
 from airflow_control_plane.local.ecs import LocalEcs
 from airflow_control_plane.local.hibernate import sweep_strays
 from airflow_control_plane.local.paths import StatePaths
@@ -75,11 +75,10 @@ def folder_env(state: Path, **extra: str) -> dict[str, str]:
     return clean_env(AFCTL_STATE_DIR=str(state), AFCTL_DAGS_SOURCE="folder", **extra)
 
 
-def validate_input(env: dict[str, str]) -> BringUp:
+def validate_input(env: dict[str, str]) -> UpContext:
     """Run the bring-up's first step only (backing services, names, leases, port)."""
-    bringup = BringUp(LocalSettings.from_env(env), lambda _line: None, base_env=env)
-    bringup.validate_input()
-    return bringup
+    context, _ = BringUp(LocalSettings.from_env(env), lambda _line: None, base_env=env).validate_input()
+    return context
 
 
 def run_afctl(

@@ -16,12 +16,12 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from airflow_control_plane.metadata_db import connector
 from airflow_control_plane.scaling.broker import RedisQueueDepth
 from airflow_control_plane.scaling.config import AutoscalerConfig
-from airflow_control_plane.scaling.demand import PgDemandReader, connection_kwargs
+from airflow_control_plane.scaling.demand import PgDemandReader
 from airflow_control_plane.scaling.drain import KombuWorkerControl
 from airflow_control_plane.scaling.ecs import EcsWorkerServices
 from airflow_control_plane.scaling.events import EventBridgePublisher
@@ -30,10 +30,17 @@ from airflow_control_plane.scaling.memory import EcsTagStore
 from airflow_control_plane.scaling.policy import Action
 from airflow_control_plane.scaling.request import parse_request
 from airflow_control_plane.scaling.service import ScalingPorts, ScalingRun, evaluate
+from airflow_control_plane.secret_source import CachedSecret, SecretsManagerSecret
 
 logger = Logger(service="autoscaler")
 metrics = Metrics(service="autoscaler")
 SECRET_MAX_AGE_S = 300
+
+
+@lru_cache(maxsize=8)
+def _secret(secret_id: str) -> CachedSecret:
+    """One cached reader per secret and container: read again after SECRET_MAX_AGE_S."""
+    return CachedSecret(SecretsManagerSecret(boto3.client("secretsmanager"), secret_id), SECRET_MAX_AGE_S)
 
 
 class _SecretBroker:
@@ -44,7 +51,7 @@ class _SecretBroker:
         self._prefix = key_prefix
 
     def waiting(self, queue: str) -> int:
-        url = str(parameters.get_secret(self._secret, max_age=SECRET_MAX_AGE_S))
+        url = _secret(self._secret).read()
         return RedisQueueDepth.from_url(url, global_keyprefix=self._prefix).waiting(queue)
 
 
@@ -57,7 +64,7 @@ class _SecretControl:
         self._options = {"global_keyprefix": key_prefix} if key_prefix else {}
 
     def _control(self) -> KombuWorkerControl:
-        url = str(parameters.get_secret(self._secret, max_age=SECRET_MAX_AGE_S))
+        url = _secret(self._secret).read()
         return KombuWorkerControl(url, transport_options=self._options)
 
     def busy(self, queue: str, hostnames: Sequence[str] | None = None) -> dict[str, int]:
@@ -70,16 +77,6 @@ class _SecretControl:
         return self._control().resume(queue, hostnames)
 
 
-def _db_connector(secret: str) -> Any:
-    def connect() -> Any:
-        import pg8000.native
-
-        dsn = str(parameters.get_secret(secret, max_age=SECRET_MAX_AGE_S))
-        return pg8000.native.Connection(**connection_kwargs(dsn))
-
-    return connect
-
-
 @lru_cache(maxsize=1)
 def build_runtime() -> tuple[AutoscalerConfig, ScalingPorts]:
     """Config and adapters, built once per Lambda container (clients injected into adapters)."""
@@ -87,7 +84,7 @@ def build_runtime() -> tuple[AutoscalerConfig, ScalingPorts]:
     ecs = boto3.client("ecs")
     services = EcsWorkerServices(ecs, config.cluster)
     ports = ScalingPorts(
-        demand=PgDemandReader(_db_connector(config.metadata_db_secret)),
+        demand=PgDemandReader(connector(_secret(config.metadata_db_secret).read)),
         broker=_SecretBroker(config.broker_url_secret, config.broker_key_prefix),
         services=services,
         memory=EcsTagStore(ecs, config.cluster),

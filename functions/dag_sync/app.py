@@ -13,7 +13,6 @@ GitCacheError, SyncDeadlineError, ...).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -21,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import pg8000.native
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from airflow_control_plane.config import optional_int, optional_str, require_str
 from airflow_control_plane.dagsync.airflowignore import check_syntax
-from airflow_control_plane.dagsync.credentials import SecretReader, SecretsManagerSecret, parse_secret
+from airflow_control_plane.dagsync.credentials import parse_secret
 from airflow_control_plane.dagsync.events import EventBridgePublisher
 from airflow_control_plane.dagsync.git_source import DulwichGitSource
 from airflow_control_plane.dagsync.in_use import PostgresReleasesInUse, ReleasesInUse
@@ -44,7 +42,8 @@ from airflow_control_plane.dagsync.settings import (
     build_sync_settings,
 )
 from airflow_control_plane.errors import ConfigError
-from airflow_control_plane.pg_tls import ssl_context
+from airflow_control_plane.metadata_db import rds_secret_connector
+from airflow_control_plane.secret_source import SecretReader, SecretsManagerSecret
 
 logger = Logger(service="dag-sync")
 metrics = Metrics(service="dag-sync")
@@ -131,24 +130,15 @@ def build_in_use(config: DagSyncConfig, secrets_client: Any) -> ReleasesInUse | 
     if not config.db_secret_arn:
         raise ConfigError("DB_HOST is set but DB_SECRET_ARN is not")
 
-    def connect() -> Any:
-        raw = secrets_client.get_secret_value(SecretId=config.db_secret_arn)["SecretString"]
-        try:
-            secret = json.loads(raw)
-            user, password = str(secret["username"]), str(secret["password"])
-        except (ValueError, KeyError, TypeError):
-            raise ConfigError(
-                f"secret {config.db_secret_arn} must hold JSON with username and password"
-            ) from None
-        return pg8000.native.Connection(
-            user=user,
-            password=password,
-            host=config.db_host,
-            port=config.db_port,
-            database=config.db_name,
-            timeout=5,
-            ssl_context=ssl_context(config.db_sslmode),
-        )
+    connect = rds_secret_connector(
+        SecretsManagerSecret(secrets_client, config.db_secret_arn),
+        config.db_secret_arn,
+        host=config.db_host,
+        port=config.db_port,
+        database=config.db_name,
+        sslmode=config.db_sslmode,
+        timeout_s=5,
+    )
 
     return PostgresReleasesInUse(connect)
 

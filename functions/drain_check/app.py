@@ -16,13 +16,11 @@ the format RDS-managed secrets use), DB_CONNECT_TIMEOUT_SECONDS (default 5), DB_
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
-import pg8000.native
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -30,8 +28,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from airflow_control_plane.bringup.drain import PostgresTaskInstanceCounter, TaskInstanceCounter, decide_drain
 from airflow_control_plane.config import optional_int, optional_str, require_str
 from airflow_control_plane.edge import event_object
-from airflow_control_plane.errors import ConfigError, InvalidInputError
-from airflow_control_plane.pg_tls import ssl_context
+from airflow_control_plane.errors import InvalidInputError
+from airflow_control_plane.metadata_db import rds_secret_connector
+from airflow_control_plane.secret_source import SecretsManagerSecret, database_credentials
 
 logger = Logger()
 metrics = Metrics(namespace="AirflowControlPlane")
@@ -59,30 +58,21 @@ class DrainCheckConfig:
 
 
 def _credentials(secret_arn: str, client: Any) -> tuple[str, str]:
-    raw = client.get_secret_value(SecretId=secret_arn)["SecretString"]
-    try:
-        secret = json.loads(raw)
-        return str(secret["username"]), str(secret["password"])
-    except (ValueError, KeyError, TypeError):
-        raise ConfigError(f"secret {secret_arn} must hold JSON with username and password") from None
+    """The database user and password in the secret (what the counter reads at each connect)."""
+    return database_credentials(SecretsManagerSecret(client, secret_arn).read(), secret_arn)
 
 
 def build_counter(config: DrainCheckConfig, secrets_client: Any | None = None) -> TaskInstanceCounter:
     """The pg8000 adapter; credentials are read from Secrets Manager at each connect."""
-    client = secrets_client or boto3.client("secretsmanager")
-
-    def connect() -> pg8000.native.Connection:
-        user, password = _credentials(config.db_secret_arn, client)
-        return pg8000.native.Connection(
-            user=user,
-            password=password,
-            host=config.db_host,
-            port=config.db_port,
-            database=config.db_name,
-            timeout=config.connect_timeout_seconds,
-            ssl_context=ssl_context(config.db_sslmode),
-        )
-
+    connect = rds_secret_connector(
+        SecretsManagerSecret(secrets_client or boto3.client("secretsmanager"), config.db_secret_arn),
+        config.db_secret_arn,
+        host=config.db_host,
+        port=config.db_port,
+        database=config.db_name,
+        sslmode=config.db_sslmode,
+        timeout_s=config.connect_timeout_seconds,
+    )
     return PostgresTaskInstanceCounter(connect)
 
 

@@ -22,7 +22,6 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from airflow_control_plane.config import optional_str, require_str
-from airflow_control_plane.dagsync.credentials import SecretReader, SecretsManagerSecret
 from airflow_control_plane.dagsync.webhook import (
     DynamoDbDeliveryStore,
     LambdaAsyncDispatcher,
@@ -34,6 +33,7 @@ from airflow_control_plane.dagsync.webhook import (
 )
 from airflow_control_plane.edge import event_object
 from airflow_control_plane.errors import ConfigError
+from airflow_control_plane.secret_source import SecretReader, SecretsManagerSecret
 
 logger = Logger(service="github-webhook")
 metrics = Metrics(service="github-webhook")

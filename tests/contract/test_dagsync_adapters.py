@@ -16,13 +16,14 @@ import botocore.session
 import pytest
 from botocore.stub import Stubber
 
-from airflow_control_plane.dagsync.credentials import SecretsManagerSecret, parse_secret
+from airflow_control_plane.dagsync.credentials import parse_secret
 from airflow_control_plane.dagsync.errors import LockLostError, SyncBusyError
 from airflow_control_plane.dagsync.events import RELEASE_PUBLISHED, EventBridgePublisher
 from airflow_control_plane.dagsync.lock import LOCK_NAME, FileLock, Identity, break_lease
 from airflow_control_plane.dagsync.request import SyncRequest
 from airflow_control_plane.dagsync.webhook import FileDeliveryStore, LambdaAsyncDispatcher
 from airflow_control_plane.errors import ConfigError, TransientError
+from airflow_control_plane.secret_source import SecretsManagerSecret
 
 pytestmark = pytest.mark.contract
 

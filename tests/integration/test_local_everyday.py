@@ -149,13 +149,12 @@ def test_up_applies_connections_variables_and_pools_from_the_settings_folder(
     )
     # WHEN the bring-up's one-off steps run (no service is started)
     bringup = BringUp(LocalSettings.from_env(env), lambda _line: None, base_env=env)
+    context, _ = bringup.validate_input()
     try:
-        bringup.validate_input()
-        bringup.migrate_database()
-        note = bringup.create_admin_user()
+        context, _ = bringup.migrate_database(context)
+        context, note = bringup.create_admin_user(context)
     finally:
-        if bringup.warm_cli is not None:
-            bringup.warm_cli.close()
+        context.jobs.close()
     # THEN the three files were applied and the step says so
     assert "applied connections.json, variables.json, pools.json" in note
     conn = database.connect()

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from airflow_control_plane.bringup.drain import ActiveTaskInstances, decide_drain, polls_in_window
+from airflow_control_plane.bringup.input import AdminUserMode
+from airflow_control_plane.bringup.jobs import JobDecision, decide_admin, decide_migration
 from airflow_control_plane.bringup.steps import BRING_UP_ORDER, HIBERNATE_ORDER
 from airflow_control_plane.errors import ControlPlaneError, TransientError
+from airflow_control_plane.health import evaluate_health, wait_until_healthy
 from airflow_control_plane.local.bringup import BringUp, fail_if_crash_looping, wait_until_steady
-from airflow_control_plane.local.decisions import decide_admin, decide_drain, decide_migration
 from airflow_control_plane.local.ecs import InMemoryServices
-from airflow_control_plane.local.health import evaluate_health, wait_until_healthy
 from airflow_control_plane.local.hibernate import Hibernate
 from airflow_control_plane.local.protocol import ServiceState
 from airflow_control_plane.local.settings import LocalSettings
@@ -26,11 +28,11 @@ def _recording(runner: BringUp, monkeypatch: pytest.MonkeyPatch, fail_at: str | 
     called: list[str] = []
     for name in _BRING_UP_METHODS:
 
-        def step(name: str = name) -> str:
+        def step(*context: object, name: str = name) -> tuple[object, str]:
             called.append(name)
             if name == fail_at:
                 raise ControlPlaneError(f"{name} failed")
-            return "ok"
+            return (context[0] if context else "a context"), "ok"
 
         monkeypatch.setattr(runner, name, step)
     return called
@@ -94,29 +96,37 @@ def test_migration_is_skipped_only_for_the_same_database_revision_and_version() 
     assert decide_migration(record, "abc", "unknown", "pg/db").run  # in doubt, migrate
 
 
+def _admin(password_stored: bool, user_exists: bool | None) -> JobDecision:
+    return decide_admin(
+        AdminUserMode.CREATE, "admin", user_exists=bool(user_exists), password_stored=password_stored
+    )
+
+
 def test_admin_user_decision() -> None:
-    assert not decide_admin(True, True, "admin").run
-    reset = decide_admin(False, True, "admin")
+    assert not _admin(True, True).run
+    reset = _admin(False, True)
     assert reset.run
     assert "reset" in reset.reason
-    assert decide_admin(False, None, "admin").run
-    assert decide_admin(True, False, "admin").run  # stored, but the database is new
+    assert _admin(False, None).run
+    assert _admin(True, False).run  # stored, but the database is new
 
 
 def test_drain_never_stops_running_work_unless_forced() -> None:
-    assert decide_drain(0, 0.0, 300.0, force=False).proceed
-    waiting = decide_drain(3, 10.0, 300.0, force=False)
+    # `afctl down` turns its window (300 s, a count every 2 s) into polls: 151, the first at once
+    polls = polls_in_window(300.0, 2.0)
+    assert decide_drain(ActiveTaskInstances(0, 0), attempt=1, max_polls=polls, force=False).proceed
+    waiting = decide_drain(ActiveTaskInstances(3, 0), attempt=6, max_polls=polls, force=False)
     assert not waiting.proceed
     assert not waiting.give_up
     assert "3 task instance(s)" in waiting.reason
-    timed_out = decide_drain(3, 300.0, 300.0, force=False)
+    timed_out = decide_drain(ActiveTaskInstances(3, 0), attempt=polls, max_polls=polls, force=False)
     assert not timed_out.proceed
     assert timed_out.give_up
     assert "--force" in timed_out.reason
-    unknown = decide_drain(None, 301.0, 300.0, force=False)
+    unknown = decide_drain(None, attempt=polls, max_polls=polls, force=False)
     assert unknown.give_up
     assert "unknown" in unknown.reason
-    assert decide_drain(None, 0.0, 300.0, force=True).proceed
+    assert decide_drain(None, attempt=1, max_polls=1, force=True).proceed  # --force: a one-poll window
 
 
 HEALTHY = {

@@ -7,8 +7,8 @@ import ssl
 import pytest
 
 from airflow_control_plane.errors import ConfigError
+from airflow_control_plane.metadata_db import connection_kwargs
 from airflow_control_plane.pg_tls import ssl_context
-from airflow_control_plane.scaling.demand import connection_kwargs
 
 pytestmark = pytest.mark.unit
 

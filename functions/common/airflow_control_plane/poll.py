@@ -49,3 +49,20 @@ def poll_until(
         if remaining <= 0:
             raise PollTimedOut(what, timeout_s, value)
         sleep(min(interval_s, remaining))
+
+
+def poll_done(
+    check: Callable[[], object],
+    *,
+    timeout_s: float,
+    interval_s: float = 0.5,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """`poll_until` for a wait whose timeout is not an error by itself (the caller escalates,
+    say from SIGTERM to SIGKILL): True when `check` answered in time, False when not."""
+    try:
+        poll_until(check, timeout_s=timeout_s, interval_s=interval_s, clock=clock, sleep=sleep)
+    except PollTimedOut:
+        return False
+    return True

@@ -2,9 +2,11 @@
 
 Hibernate stops the scheduler first, then waits (bounded) until the metadata database
 shows no task instance in state ``running`` or ``queued`` before it stops the workers.
-:class:`PostgresTaskInstanceCounter` counts them with pg8000 (the same query works from
-the drain-check Lambda inside the VPC and from the local runtime); :func:`decide_drain`
-is the pure decision the state machine's loop acts on.
+:class:`PostgresTaskInstanceCounter` counts them with pg8000 and :func:`decide_drain` is
+the pure decision; both runtimes use both. The drain-check Lambda counts and decides once
+per poll of the hibernate state machine's loop; ``afctl down`` (local/hibernate.py) runs
+the same poll loop in-process, its window in seconds turned into polls by
+:func:`polls_in_window`, and ``--force`` as a window of one poll.
 """
 
 from __future__ import annotations
@@ -79,6 +81,14 @@ class DrainDecision:
     attempt: int
     reason: str
 
+    @property
+    def proceed(self) -> bool:
+        return self.action is DrainAction.PROCEED
+
+    @property
+    def give_up(self) -> bool:
+        return self.action is DrainAction.TIMED_OUT
+
     def to_json(self) -> dict[str, Any]:
         return {
             "action": self.action.value,
@@ -89,16 +99,39 @@ class DrainDecision:
         }
 
 
-def decide_drain(counts: ActiveTaskInstances, *, attempt: int, max_polls: int, force: bool) -> DrainDecision:
-    """Decide after poll number ``attempt`` (1-based) of at most ``max_polls``."""
+def polls_in_window(window_s: float, interval_s: float) -> int:
+    """How many polls, ``interval_s`` apart and the first at once, fit in ``window_s``."""
+    if window_s < 0 or interval_s <= 0:
+        raise InvalidInputError(
+            f"a drain window needs window >= 0 and interval > 0, got {window_s}, {interval_s}"
+        )
+    return int(window_s // interval_s) + 1
+
+
+def decide_drain(
+    counts: ActiveTaskInstances | None, *, attempt: int, max_polls: int, force: bool
+) -> DrainDecision:
+    """Decide after poll number ``attempt`` (1-based) of at most ``max_polls``.
+
+    ``counts`` None means the count is unknown (metadata database unreachable): like active
+    work it never lets the workers stop before the window ends, and then only when forced.
+    """
     if attempt < 1 or max_polls < 1:
         raise InvalidInputError(f"attempt and maxPolls must be >= 1, got {attempt} and {max_polls}")
-    active = f"{counts.running} running and {counts.queued} queued task instance(s)"
+    if counts is None:
+        running = queued = 0
+        active = "the task count is unknown (metadata DB unreachable)"
+    else:
+        running, queued = counts.running, counts.queued
+        active = (
+            f"{counts.total} task instance(s) running or queued "
+            f"({counts.running} running and {counts.queued} queued)"
+        )
 
     def decision(action: DrainAction, reason: str) -> DrainDecision:
-        return DrainDecision(action, counts.running, counts.queued, attempt, reason)
+        return DrainDecision(action, running, queued, attempt, reason)
 
-    if counts.total == 0:
+    if counts is not None and counts.total == 0:
         return decision(DrainAction.PROCEED, f"drained: no running or queued task instances (poll {attempt})")
     if attempt < max_polls:
         return decision(DrainAction.WAIT, f"{active} at poll {attempt} of {max_polls}: waiting")
@@ -106,5 +139,6 @@ def decide_drain(counts: ActiveTaskInstances, *, attempt: int, max_polls: int, f
         return decision(DrainAction.PROCEED, f"{active} after {max_polls} poll(s): stopping anyway (force)")
     return decision(
         DrainAction.TIMED_OUT,
-        f"{active} after {max_polls} poll(s): not stopping workers (set force to stop anyway)",
+        f"{active} after {max_polls} poll(s): workers left running "
+        "(set force in the hibernate input, or use --force locally, to stop anyway)",
     )

@@ -4,8 +4,10 @@ Pure: the caller observes the services (ECS DescribeServices, or the local proce
 and passes them in. The decision never lowers a count: bring-up only raises services to
 the requested numbers (the autoscaler may have added workers; an operator may run more
 schedulers), so running it again on a running environment changes nothing and skips the
-admin user. The migration is not decided here: ``airflow db migrate`` is idempotent and
-always runs, which is also the cheapest way to be sure the schema matches the image.
+admin user (the admin decision is bringup/jobs.py's, shared with ``afctl up``). The migration
+is not decided here: the state machine keeps no record of past migrations, so
+``airflow db migrate`` (idempotent) always runs, which is also the cheapest way to be sure
+the schema matches the image.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_control_plane.bringup.input import AdminUserMode, BringUpRequest
+from airflow_control_plane.bringup.input import BringUpRequest
+from airflow_control_plane.bringup.jobs import JobDecision, decide_admin
 from airflow_control_plane.bringup.steps import CORE_SERVICES
 from airflow_control_plane.errors import InvalidInputError
 
@@ -116,17 +119,18 @@ def plan_bring_up(
         for w in worker_services
     )
     already_running = all(current(key).steady_and_up for key in CORE_SERVICES)
-    mode = request.admin_user.mode
-    create_admin_user = mode is AdminUserMode.UPDATE or (mode is AdminUserMode.CREATE and not already_running)
+    admin = decide_admin(
+        request.admin_user.mode, request.admin_user.username, already_running=already_running
+    )
     return BringUpPlan(
-        core, workers, create_admin_user, already_running, _reason(core, workers, mode, already_running)
+        core, workers, admin.run, already_running, _reason(core, workers, admin, already_running)
     )
 
 
 def _reason(
     core: tuple[ServiceChange, ...],
     workers: tuple[ServiceChange, ...],
-    mode: AdminUserMode,
+    admin: JobDecision,
     already_running: bool,
 ) -> str:
     raised = [f"{c.key} {c.current}->{c.desired}" for c in (*core, *workers) if c.changes]
@@ -134,14 +138,7 @@ def _reason(
         "core services already running and steady" if already_running else "environment not fully running",
         f"raise {', '.join(raised)}" if raised else "no service count changes",
     ]
-    if mode is AdminUserMode.SKIP:
-        parts.append("admin user skipped (mode skip)")
-    elif mode is AdminUserMode.UPDATE:
-        parts.append("admin user created or its password reset (mode update)")
-    elif already_running:
-        parts.append("admin user not touched (already running, mode create)")
-    else:
-        parts.append("admin user created if missing")
+    parts.append(admin.reason)
     kept = [f"{w.key} at {w.current}" for w in workers if not w.changes and w.current > 0]
     if kept:
         parts.append(f"kept {', '.join(kept)} (bring-up never lowers a count)")

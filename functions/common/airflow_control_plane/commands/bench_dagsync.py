@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -48,6 +49,7 @@ from airflow_control_plane.dagsync.webhook import (
     sign,
 )
 from airflow_control_plane.errors import ControlPlaneError
+from airflow_control_plane.poll import poll_done
 
 DAG_TEMPLATE = '''"""Generated DAG {index}."""
 from datetime import datetime
@@ -289,9 +291,7 @@ def webhook_latency(settings: SyncSettings, cache: Path, repo: Path, runs: int) 
             dispatcher=dispatcher,
             now=time.time(),
         )
-        deadline = started + 30
-        while os.readlink(settings.target / "current").split("/")[-1] != sha and time.monotonic() < deadline:
-            time.sleep(0.005)
+        poll_done(partial(_published, settings.target / "current", sha), timeout_s=30, interval_s=0.005)
         latencies.append(time.monotonic() - started)
         dispatcher.join(30)
         if errors:
@@ -427,3 +427,7 @@ def _goals(results: dict[int, dict[str, Figure]]) -> None:
 
 
 COMMANDS: list[click.Command] = [bench_dagsync]
+
+
+def _published(current: Path, sha: str) -> bool:
+    return os.readlink(current).split("/")[-1] == sha

@@ -29,6 +29,7 @@ from pathlib import Path
 import click
 
 from airflow_control_plane.local.airflow_env import RELEASE_BUNDLE_CLASSPATH
+from airflow_control_plane.poll import poll_done
 
 GIT_BUNDLE_CLASSPATH = "airflow.providers.git.bundles.git.GitDagBundle"
 DAG = """from datetime import datetime
@@ -132,12 +133,15 @@ def _listed(api: str) -> set[str]:
 def _wait_listed(api: str, dag_ids: set[str], timeout_s: float) -> dict[str, float]:
     started = time.monotonic()
     seen: dict[str, float] = {}
-    while time.monotonic() - started < timeout_s and len(seen) < len(dag_ids):
+
+    def all_listed() -> bool:
         listed = _listed(api)
         for dag_id in dag_ids - set(seen):
             if dag_id in listed:
                 seen[dag_id] = time.monotonic() - started
-        time.sleep(0.1)
+        return len(seen) == len(dag_ids)
+
+    poll_done(all_listed, timeout_s=timeout_s, interval_s=0.1)  # what is missing then is reported
     return seen
 
 

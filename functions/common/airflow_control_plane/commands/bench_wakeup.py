@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 import urllib.error
 import urllib.request
 from datetime import datetime
 from typing import Any
 
 import click
-import pg8000.native
 
+from airflow_control_plane import metadata_db
 from airflow_control_plane.errors import ConfigError, TransientError
 from airflow_control_plane.local.airflow_env import WORKER_SERVICE
 from airflow_control_plane.local.autoscaler import read_decisions
@@ -27,7 +26,7 @@ from airflow_control_plane.local.ecs import LocalEcs
 from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.secrets_store import load_credentials
 from airflow_control_plane.local.settings import LocalSettings
-from airflow_control_plane.scaling.demand import connection_kwargs
+from airflow_control_plane.poll import PollTimedOut, poll_until
 
 PLAN_SQL = (
     "SELECT queued_dttm, start_date FROM task_instance "
@@ -46,21 +45,17 @@ def _api(url: str, body: object | None, token: str | None, method: str) -> Any:
 
 
 def _wait(what: str, timeout_s: float, check: Any) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TransientError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.5)
+    try:
+        return poll_until(lambda: check() or None, timeout_s=timeout_s, interval_s=0.5, what=what)
+    except PollTimedOut:
+        raise TransientError(f"timed out after {timeout_s:.0f} s waiting for {what}") from None
 
 
 def _workers(ecs: LocalEcs) -> int:
     return next(s.running + s.stopping for s in ecs.describe() if s.name == WORKER_SERVICE)
 
 
-def _round(settings: LocalSettings, base: str, token: str, db: dict[str, Any], timeout_s: float) -> float:
+def _round(settings: LocalSettings, base: str, token: str, dsn: str, timeout_s: float) -> float:
     ecs = LocalEcs(settings.paths)
     _wait("the workers to scale to zero", timeout_s + settings.autoscale_idle_s, lambda: _workers(ecs) == 0)
     _api(f"{base}/api/v2/dags/fanout", {"is_paused": False}, token, "PATCH")
@@ -69,7 +64,7 @@ def _round(settings: LocalSettings, base: str, token: str, db: dict[str, Any], t
     run_id = str(run["dag_run_id"])
 
     def started() -> list[Any] | None:
-        conn = pg8000.native.Connection(**db)
+        conn = metadata_db.connect(dsn)
         try:
             rows = conn.run(PLAN_SQL, r=run_id)
         finally:
@@ -107,8 +102,7 @@ def bench_wakeup(rounds: int, timeout_s: float) -> None:
     base = f"http://127.0.0.1:{state.api_port}"
     body = {"username": credentials.username, "password": credentials.password}
     token = str(_api(f"{base}/auth/token", body, None, "POST")["access_token"])
-    db = connection_kwargs(state.database_url)
-    timings = [_round(settings, base, token, db, timeout_s) for _ in range(rounds)]
+    timings = [_round(settings, base, token, state.database_url, timeout_s) for _ in range(rounds)]
     click.echo(
         f"wake-up from zero workers over {rounds} round(s): median {statistics.median(timings):.1f} s, "
         f"max {max(timings):.1f} s (autoscaler every {settings.autoscale_interval_s} s)"

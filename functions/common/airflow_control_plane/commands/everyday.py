@@ -158,19 +158,26 @@ def restart(service: str | None, timeout_s: float) -> None:
 
 def _wait(ecs: object, service: str, done: object, timeout_s: float, what: str) -> None:
     from airflow_control_plane.errors import TransientError
+    from airflow_control_plane.poll import PollTimedOut, poll_until
 
-    deadline = time.monotonic() + timeout_s
     last_note = time.monotonic()
-    while True:
+
+    def finished() -> bool:
+        nonlocal last_note
         state = {s.name: s for s in ecs.describe()}[service]  # type: ignore[attr-defined]
         if done(state):  # type: ignore[operator]
-            return
-        if time.monotonic() > deadline:
-            raise TransientError(f"{service} did not {what.removeprefix('to ')} within {timeout_s:.0f} s")
+            return True
         if time.monotonic() - last_note > 10:
             click.echo(f"  waiting for {service} {what}: running {state.running}, desired {state.desired}")
             last_note = time.monotonic()
-        time.sleep(0.5)
+        return False
+
+    try:
+        poll_until(finished, timeout_s=timeout_s, interval_s=0.5, what=f"{service} {what}")
+    except PollTimedOut:
+        raise TransientError(
+            f"{service} did not {what.removeprefix('to ')} within {timeout_s:.0f} s"
+        ) from None
 
 
 # --- reset --------------------------------------------------------------------------------------

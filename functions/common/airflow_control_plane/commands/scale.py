@@ -20,12 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-import pg8000.native
 
+from airflow_control_plane import metadata_db
 from airflow_control_plane.errors import InvalidInputError
+from airflow_control_plane.metadata_db import connection_kwargs
 from airflow_control_plane.scaling.broker import RedisQueueDepth
 from airflow_control_plane.scaling.config import QueueScaling, parse_queue_map
-from airflow_control_plane.scaling.demand import TASK_COUNTS_SQL, PgDemandReader, connection_kwargs
+from airflow_control_plane.scaling.demand import TASK_COUNTS_SQL, PgDemandReader
 from airflow_control_plane.scaling.drain import InMemoryWorkerControl, KombuWorkerControl
 from airflow_control_plane.scaling.ecs import InMemoryWorkerServices, ServiceCounts
 from airflow_control_plane.scaling.events import RecordingPublisher
@@ -226,7 +227,7 @@ def bench_scaling_command(pg_url: str, broker_url: str, rows: int, repeats: int,
     """Decision latency over a large task_instance table, then the simulation figures."""
     admin_kwargs = connection_kwargs(pg_url)
     name = f"acp_bench_scaling_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = pg8000.native.Connection(**admin_kwargs)
+    admin = metadata_db.connect(pg_url)
     admin.run(f'CREATE DATABASE "{name}"')
     user = admin_kwargs["user"]
     host, port = admin_kwargs["host"], admin_kwargs["port"]
@@ -239,7 +240,7 @@ def bench_scaling_command(pg_url: str, broker_url: str, rows: int, repeats: int,
                 Path(airflow_bin), f"postgresql+psycopg2://{user}@{host}:{port}/{name}", Path(home)
             )
             click.echo(f"airflow db migrate: {time.perf_counter() - start:.1f}s")
-        conn = pg8000.native.Connection(**{**connection_kwargs(dsn), "timeout": None})  # seeding is slow
+        conn = metadata_db.connect(dsn, timeout_s=None)  # seeding is slow
         start = time.perf_counter()
         seed_bulk(conn, rows=rows, queues=[q.queue for q in queues])
         total = conn.run("SELECT count(*) FROM task_instance")[0][0]

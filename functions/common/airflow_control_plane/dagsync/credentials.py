@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow_control_plane.errors import ConfigError
@@ -66,29 +65,6 @@ def parse_secret(secret: str, default_username: str = DEFAULT_TOKEN_USERNAME) ->
     if not isinstance(username, str):
         raise ConfigError('the Git token secret JSON "username" must be a string')
     return GitCredentials(username, password)
-
-
-class SecretReader(Protocol):
-    def read(self) -> str: ...
-
-
-class SecretsManagerSecret:
-    """Read one secret string from AWS Secrets Manager with an injected boto3 client."""
-
-    def __init__(self, client: Any, secret_id: str) -> None:
-        self._client = client
-        self._secret_id = secret_id
-
-    def read(self) -> str:
-        try:
-            response = self._client.get_secret_value(SecretId=self._secret_id)
-        except Exception as exc:  # botocore errors: name the secret, never its value
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-            raise ConfigError(f"cannot read secret {self._secret_id}: {code}") from None
-        value = response.get("SecretString")
-        if not isinstance(value, str):
-            raise ConfigError(f"secret {self._secret_id} has no SecretString")
-        return value
 
 
 class EnvironmentSecret:

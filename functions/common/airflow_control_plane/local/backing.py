@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from airflow_control_plane import metadata_db
 from airflow_control_plane.errors import ConfigError, TransientError
 from airflow_control_plane.local import proc
 from airflow_control_plane.local.ports import free_port
+from airflow_control_plane.poll import poll_done
 
 _DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 
@@ -64,18 +66,20 @@ class PostgresTarget:
             return f"postgresql+psycopg2://{auth}@/{self.database}?host={socket_dir}&port={self.port}"
         return f"postgresql+psycopg2://{auth}@{self.host}:{self.port}/{self.database}"
 
-    def pg8000_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"user": self.user, "database": self.database, "password": self.password}
+    @property
+    def dsn(self) -> str:
+        """The control plane's own DSN for this database (airflow_control_plane/metadata_db.py)."""
+        auth = quote(self.user, safe="") + (f":{quote(self.password, safe='')}" if self.password else "")
         if self.host.startswith("/"):
-            kwargs["unix_sock"] = f"{self.host}/.s.PGSQL.{self.port}"
-        else:
-            kwargs.update(host=self.host, port=self.port)
-        return kwargs
+            return f"postgresql://{auth}@/{self.database}?host={quote(self.host, safe='/')}&port={self.port}"
+        return f"postgresql://{auth}@{self.host}:{self.port}/{self.database}"
+
+    def pg8000_kwargs(self) -> dict[str, Any]:
+        kwargs = metadata_db.connection_kwargs(self.dsn)
+        return {k: v for k, v in kwargs.items() if k not in ("timeout", "ssl_context")}
 
     def connect(self) -> Any:
-        import pg8000.native
-
-        return pg8000.native.Connection(**self.pg8000_kwargs(), timeout=10)
+        return metadata_db.connect(self.dsn)
 
 
 @dataclass(frozen=True)
@@ -219,10 +223,7 @@ def stop_embedded_postgres(data_dir: Path, *, timeout_s: float = 30.0) -> bool:
         return False
     for sig, wait_s in ((signal.SIGINT, timeout_s), (signal.SIGQUIT, 5.0)):
         proc.signal_pid(pid, sig)
-        deadline = time.monotonic() + wait_s
-        while proc.is_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not proc.is_alive(pid):
+        if poll_done(lambda: not proc.is_alive(pid), timeout_s=wait_s, interval_s=0.1):
             return True
     raise TransientError(f"embedded PostgreSQL (pid {pid}) did not stop after SIGINT and SIGQUIT")
 
@@ -262,10 +263,7 @@ def stop_embedded_redis(pid_file: Path, *, timeout_s: float = 15.0) -> bool:
     was_running = proc.is_alive(pid)
     if was_running:
         proc.signal_pid(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while proc.is_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if proc.is_alive(pid):
+        if not poll_done(lambda: not proc.is_alive(pid), timeout_s=timeout_s, interval_s=0.1):
             raise TransientError(f"embedded redis-server (pid {pid}) did not stop within {timeout_s:.0f} s")
     pid_file.unlink(missing_ok=True)
     return was_running

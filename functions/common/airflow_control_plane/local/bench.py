@@ -19,14 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from airflow_control_plane.errors import ControlPlaneError
+from airflow_control_plane.health import HttpHealthSource, read_health
 from airflow_control_plane.local import backing, proc
 from airflow_control_plane.local.airflow_env import process_environment
 from airflow_control_plane.local.bringup import BringUp
-from airflow_control_plane.local.health import evaluate_health, fetch_health
 from airflow_control_plane.local.hibernate import Hibernate
 from airflow_control_plane.local.ports import free_port
 from airflow_control_plane.local.settings import LocalSettings
 from airflow_control_plane.local.step_report import StepReporter
+from airflow_control_plane.poll import PollTimedOut, poll_until
 
 _TIMEOUT_S = 300.0
 
@@ -71,14 +72,18 @@ def time_standalone(settings: LocalSettings, target: backing.PostgresTarget, hom
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    source = HttpHealthSource(f"http://127.0.0.1:{port}")
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise ControlPlaneError(f"airflow standalone exited early; see {home / 'standalone.log'}")
+        return read_health(source.fetch).healthy
+
     try:
-        while time.monotonic() - started < _TIMEOUT_S:
-            if process.poll() is not None:
-                raise ControlPlaneError(f"airflow standalone exited early; see {home / 'standalone.log'}")
-            if evaluate_health(fetch_health(f"http://127.0.0.1:{port}")).healthy:
-                return time.monotonic() - started
-            time.sleep(0.25)
-        raise ControlPlaneError(f"airflow standalone not healthy within {_TIMEOUT_S:.0f} s")
+        poll_until(healthy, timeout_s=_TIMEOUT_S, interval_s=0.25, what="airflow standalone healthy")
+        return time.monotonic() - started
+    except PollTimedOut:
+        raise ControlPlaneError(f"airflow standalone not healthy within {_TIMEOUT_S:.0f} s") from None
     finally:
         proc.signal_group(process.pid, signal.SIGTERM)
         try:

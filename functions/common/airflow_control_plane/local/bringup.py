@@ -4,6 +4,11 @@ Same order as the AWS state machine: validate input, migrate the metadata DB (ne
 services after a failed migration), create the admin user, start the core services, wait
 until each is steady, health gate, start workers at their minimum, announce ready. Before
 the services, the DAG source is published with the DAG sync core (local/dag_source.py).
+
+The decisions and checks are the Lambdas' own: the migration and admin-user decisions
+(bringup/jobs.py), the health check (health.py), the metadata database reads (metadata_db.py);
+what is local is the adapters (processes, the supervisor, the state folder). Each step takes
+an :class:`UpContext` and returns a new one.
 """
 
 from __future__ import annotations
@@ -12,14 +17,18 @@ import importlib.metadata
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from airflow_control_plane import metadata_db
+from airflow_control_plane.bringup.input import AdminUserMode
+from airflow_control_plane.bringup.jobs import decide_admin, decide_migration
 from airflow_control_plane.bringup.steps import BRING_UP_ORDER, CORE_SERVICES, BringUpStep
 from airflow_control_plane.errors import ConfigError, ControlPlaneError, InvalidInputError, TransientError
+from airflow_control_plane.health import HttpHealthSource, wait_until_healthy
 from airflow_control_plane.local import autoscaler as local_autoscaler
-from airflow_control_plane.local import backing, lease, metadata_db
+from airflow_control_plane.local import backing, lease
 from airflow_control_plane.local.airflow_env import (
     STATE_MARKER_ENV,
     WORKER_SERVICE,
@@ -41,10 +50,10 @@ from airflow_control_plane.local.dag_source import (
     summarise_sync,
 )
 from airflow_control_plane.local.dag_source import publish as publish_dags
-from airflow_control_plane.local.decisions import decide_admin, decide_migration, decide_reconfigure
+from airflow_control_plane.local.decisions import decide_reconfigure
 from airflow_control_plane.local.ecs import LocalEcs, ServiceControl, ensure_supervisor
-from airflow_control_plane.local.health import fetch_health, wait_until_healthy
 from airflow_control_plane.local.ports import free_port, port_is_free
+from airflow_control_plane.local.protocol import ServiceState
 from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.secrets_store import (
     AdminCredentials,
@@ -58,28 +67,75 @@ from airflow_control_plane.local.settings_files import import_commands, settings
 from airflow_control_plane.local.step_report import StepReporter
 from airflow_control_plane.local.supervisor import dump_spec
 from airflow_control_plane.local.sync_record import record_sync, uncommitted_warning
+from airflow_control_plane.poll import PollTimedOut, poll_until
+
+
+@dataclass(frozen=True)
+class UpContext:
+    """What the bring-up steps know, handed from one step to the next.
+
+    validate_input makes it; every later step takes it and returns it, changed with
+    ``dataclasses.replace`` (never mutated), so a step cannot run on what is not there yet."""
+
+    settings: LocalSettings
+    state: RuntimeState  # what is recorded in the state folder (saved as it changes)
+    target: backing.PostgresTarget  # the metadata database
+    env: Mapping[str, str]  # every Airflow process's environment
+    base_url: str  # the api-server
+    jobs: OneOffJobs  # runs the one-off `airflow` commands (closed when the run ends)
+    joined: bool = False  # on a database another local environment leases (AFCTL_JOIN)
+    new_credentials: AdminCredentials | None = None  # set when this run created the admin user
+
+
+Step = Callable[[UpContext], tuple[UpContext, str]]
+
+
+class OneOffJobs:
+    """Run one-off ``airflow`` commands: in a fork of the pre-imported CLI when the runtime
+    interpreter is at hand (Airflow is imported once for all one-off steps), else as is."""
+
+    def __init__(self, settings: LocalSettings, env: Mapping[str, str]) -> None:
+        self._settings = settings
+        self._env = {**env, STATE_MARKER_ENV: str(settings.paths.root)}
+        self.warm_cli: WarmCli | None = None
+
+    def run(self, argv: list[str], log_name: str, stdin_text: str = "") -> JobResult:
+        s = self._settings
+        log_path = s.paths.logs / log_name
+        python = Path(s.airflow_bin).parent / "python"
+        if self.warm_cli is None and python.exists():
+            self.warm_cli = WarmCli(
+                python, env=self._env, log_path=s.paths.logs / "warm-cli.log", cwd=s.paths.root
+            )
+        if self.warm_cli is not None:
+            return self.warm_cli.run(
+                argv, log_path=log_path, timeout_s=s.migrate_timeout_s, stdin_text=stdin_text
+            )
+        return run_job(
+            [s.airflow_bin, *argv],
+            env=self._env,
+            log_path=log_path,
+            timeout_s=s.migrate_timeout_s,
+            stdin_text=stdin_text,
+            cwd=s.paths.root,
+        )
+
+    def close(self) -> None:
+        if self.warm_cli is not None:
+            self.warm_cli.close()
 
 
 @dataclass
 class BringUp:
-    """One ``up`` run: its settings, what it chose, and the step timings."""
+    """One ``up`` run: its settings; the steps hand an :class:`UpContext` on."""
 
     settings: LocalSettings
     echo: Callable[[str], None]
     base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    state: RuntimeState = field(default_factory=RuntimeState)
-    env: dict[str, str] = field(default_factory=dict)
-    target: backing.PostgresTarget | None = None
-    ecs: ServiceControl | None = None
-    new_credentials: AdminCredentials | None = None
-    base_url: str = ""
-    warm_cli: WarmCli | None = None
-    joined: bool = False  # on a database another local environment leases (AFCTL_JOIN)
 
     def run(self) -> StepReporter:
         reporter = StepReporter(self.echo, len(BRING_UP_ORDER))
-        actions: dict[BringUpStep, Callable[[], str]] = {
-            BringUpStep.VALIDATE_INPUT: self.validate_input,
+        later: dict[BringUpStep, Step] = {
             BringUpStep.MIGRATE_DATABASE: self.migrate_database,
             BringUpStep.CREATE_ADMIN_USER: self.create_admin_user,
             BringUpStep.START_CORE_SERVICES: self.start_core_services,
@@ -88,43 +144,57 @@ class BringUp:
             BringUpStep.START_WORKERS: self.start_workers,
             BringUpStep.ANNOUNCE_READY: self.announce_ready,
         }
+        context: UpContext | None = None
+
+        def first() -> str:
+            nonlocal context
+            context, detail = self.validate_input()
+            return detail
+
+        def then(step: Step) -> Callable[[], str]:
+            def act() -> str:
+                nonlocal context
+                context, detail = step(cast(UpContext, context))  # BRING_UP_ORDER starts with validate
+                return detail
+
+            return act
+
         try:
-            for step in BRING_UP_ORDER:
-                reporter.run(step, actions[step])
+            for name in BRING_UP_ORDER:
+                reporter.run(name, first if name is BringUpStep.VALIDATE_INPUT else then(later[name]))
         finally:
-            if self.warm_cli is not None:
-                self.warm_cli.close()
+            if isinstance(context, UpContext):
+                context.jobs.close()
         return reporter
 
     # --- 1. validate input (and find the backing services) --------------------------------
-    def validate_input(self) -> str:
+    def validate_input(self) -> tuple[UpContext, str]:
         s = self.settings
         s.paths.ensure()
         dags = self._sync_dags()
         if os.sep in s.airflow_bin and not os.access(s.airflow_bin, os.X_OK):
             raise ConfigError(f"airflow executable {s.airflow_bin} not found (run `make venvs`)")
-        self.state = RuntimeState.load(s.paths)
-        db_url, pg_note = self._postgres()
-        redis_url, redis_note = self._redis()
-        self.target = backing.PostgresTarget.parse(db_url)
-        port = self._api_port()
+        state = RuntimeState.load(s.paths)
+        db_url, pg_note, state = self._postgres(state)
+        redis_url, redis_note, state = self._redis(state)
+        target = backing.PostgresTarget.parse(db_url)
+        port = self._api_port(state)
         running = LocalEcs(s.paths).is_running()
         change = decide_reconfigure(
-            {"api_port": self.state.api_port, "database_url": self.state.database_url,
-             "redis_url": self.state.redis_url},
+            {"api_port": state.api_port, "database_url": state.database_url, "redis_url": state.redis_url},
             {"api_port": port, "database_url": db_url, "redis_url": redis_url},
             running=running,
         )  # fmt: skip
         if not change.run:
             raise ConfigError(change.reason)
-        created = backing.ensure_database(self.target)
-        lease_note = self._claim_leases(redis_url)
+        created = backing.ensure_database(target)
+        lease_note, joined = self._claim_leases(target, redis_url, state)
         keys = load_or_create_keys(s.paths.secrets)
         inputs = AirflowEnvInputs(
             airflow_home=s.paths.airflow_home,
             dags_folder=dags.airflow_dags_folder,
             dag_bundle_target=dags.bundle_target,
-            sqlalchemy_url=self.target.sqlalchemy_url,
+            sqlalchemy_url=target.sqlalchemy_url,
             broker_url=redis_url,
             keys=keys,
             api_host=s.api_host,
@@ -134,17 +204,16 @@ class BringUp:
             state_dir=s.paths.root,
             api_shutdown_timeout_s=max(5, s.stop_grace_s - 5),
         )
-        self.base_url = inputs.api_base_url
-        self.env = process_environment(self.base_env, airflow_environment(inputs))
-        self.state = self.state.with_(api_port=port, database_url=db_url, redis_url=redis_url)
-        self.state.save(s.paths)
+        env = process_environment(self.base_env, airflow_environment(inputs))
+        state = state.with_(api_port=port, database_url=db_url, redis_url=redis_url)
+        state.save(s.paths)
         dump_spec(
             s.paths.supervisor_spec,
             {**service_specs(s.airflow_bin, s.worker_concurrency), **local_autoscaler.specs(s)},
-            self.env,
+            env,
             s.stop_grace_s,
         )
-        db_note = f"database {self.target.database} {'created' if created else 'exists'}"
+        db_note = f"database {target.database} {'created' if created else 'exists'}"
         warning = missing_bytecode_warning()
         if warning:
             self.echo(f"warning: {warning}")
@@ -154,7 +223,19 @@ class BringUp:
         passed = sorted(user_airflow_settings(self.base_env))
         if passed:
             self.echo(f"[airflow] your settings passed to every component: {', '.join(passed)}")
-        return f"{pg_note}; {redis_note}; {db_note}; {lease_note}; api port {port}; state {s.paths.root}"
+        context = UpContext(
+            settings=s,
+            state=state,
+            target=target,
+            env=env,
+            base_url=inputs.api_base_url,
+            jobs=OneOffJobs(s, env),
+            joined=joined,
+        )
+        return (
+            context,
+            f"{pg_note}; {redis_note}; {db_note}; {lease_note}; api port {port}; state {s.paths.root}",
+        )
 
     def _sync_dags(self) -> DagSource:
         """Publish the DAGs before any service starts. Not a BRING_UP_ORDER step: on AWS the
@@ -191,14 +272,14 @@ class BringUp:
         self.echo(f"[dags] warning after {seconds:.1f} s: {decision.reason}")
         return dags
 
-    def _postgres(self) -> tuple[str, str]:
+    def _postgres(self, state: RuntimeState) -> tuple[str, str, RuntimeState]:
         s = self.settings
-        if self.state.embedded_postgres and self.state.database_url:
+        if state.embedded_postgres and state.database_url:
             url = backing.start_embedded_postgres(s.paths.root / "pgdata", self._db_name(s.database_url))
-            return url, "embedded PostgreSQL (pgserver)"
+            return url, "embedded PostgreSQL (pgserver)", state
         # Without AFCTL_DATABASE_URL: the database this state folder used before, else its own
         # derived name (local/lease.py); never another checkout's.
-        url = s.database_url if s.database_configured else (self.state.database_url or s.database_url)
+        url = s.database_url if s.database_configured else (state.database_url or s.database_url)
         target = backing.PostgresTarget.parse(url)
         choice = backing.choose_postgres(
             url,
@@ -208,23 +289,22 @@ class BringUp:
         )
         if choice.source == "embedded":
             url = backing.start_embedded_postgres(s.paths.root / "pgdata", target.database)
-            self.state = self.state.with_(embedded_postgres=True)
-            return url, choice.reason
-        return choice.url, choice.reason
+            return url, choice.reason, state.with_(embedded_postgres=True)
+        return choice.url, choice.reason, state
 
     @staticmethod
     def _db_name(url: str) -> str:
         return backing.PostgresTarget.parse(url).database
 
-    def _redis(self) -> tuple[str, str]:
+    def _redis(self, state: RuntimeState) -> tuple[str, str, RuntimeState]:
         s = self.settings
-        if self.state.embedded_redis and self.state.redis_url:
-            recorded = backing.RedisTarget.parse(self.state.redis_url)
+        if state.embedded_redis and state.redis_url:
+            recorded = backing.RedisTarget.parse(state.redis_url)
             if backing.redis_answers(recorded):
-                return self.state.redis_url, "embedded Redis already running"
+                return state.redis_url, "embedded Redis already running", state
         url = s.redis_url
-        if not s.redis_configured and self.state.redis_url and not self.state.embedded_redis:
-            url = self.state.redis_url  # the db number claimed at the first `up`
+        if not s.redis_configured and state.redis_url and not state.embedded_redis:
+            url = state.redis_url  # the db number claimed at the first `up`
         target = backing.RedisTarget.parse(url)
         choice = backing.choose_redis(
             url,
@@ -234,26 +314,27 @@ class BringUp:
         )
         if choice.source == "embedded":
             url = backing.start_embedded_redis(s.paths.root / "redis", s.paths.run / "redis.pid")
-            self.state = self.state.with_(embedded_redis=True)
-            return url, choice.reason
-        if not s.redis_configured and not self.state.redis_url:
+            return url, choice.reason, state.with_(embedded_redis=True)
+        if not s.redis_configured and not state.redis_url:
             url = lease.claim_redis_db(target.host, target.port, s.paths.root)
             number = backing.RedisTarget.parse(url).db
-            return url, f"{choice.reason}; db {number} claimed for this state folder"
-        return url, f"{choice.reason}; db {target.db}"
+            return url, f"{choice.reason}; db {number} claimed for this state folder", state
+        return url, f"{choice.reason}; db {target.db}", state
 
-    def _claim_leases(self, redis_url: str) -> str:
-        """Refuse (before anything is recorded or started) what another environment leases."""
+    def _claim_leases(
+        self, target: backing.PostgresTarget, redis_url: str, state: RuntimeState
+    ) -> tuple[str, bool]:
+        """Refuse (before anything is recorded or started) what another environment leases.
+        Returns the note and whether this environment joins another's database."""
         s = self.settings
         me = str(s.paths.root)
-        target = self._target()
         owner, has_schema = lease.read_database_lease(target)
         db_decision = lease.decide_database_lease(
             owner=owner,
             me=me,
             database=target.database,
             has_airflow_schema=has_schema,
-            migrated_by_me=(self.state.migration or {}).get("database") == _database_identity(target),
+            migrated_by_me=(state.migration or {}).get("database") == _database_identity(target),
             join=s.join,
         )
         if not db_decision.proceed:
@@ -271,87 +352,91 @@ class BringUp:
             raise ConfigError(f"database {target.database} was leased by another environment just now")
         if redis_decision.claim and lease.write_redis_lease(redis_target, me) != me and not s.join:
             raise ConfigError(f"Redis db {redis_target.db} was leased by another environment just now")
-        self.joined = db_decision.joined
-        return f"{db_decision.reason}; {redis_decision.reason}"
+        return f"{db_decision.reason}; {redis_decision.reason}", db_decision.joined
 
-    def _api_port(self) -> int:
+    def _api_port(self, state: RuntimeState) -> int:
         s = self.settings
         if s.api_port:
             return s.api_port
-        recorded = self.state.api_port
+        recorded = state.api_port
         if recorded and (LocalEcs(s.paths).is_running() or port_is_free(recorded)):
             return recorded
         return DEFAULT_API_PORT if port_is_free(DEFAULT_API_PORT) else free_port()
 
     # --- 2. migrate -----------------------------------------------------------------------
-    def migrate_database(self) -> str:
-        target = self._target()
+    def migrate_database(self, context: UpContext) -> tuple[UpContext, str]:
+        target = context.target
         version = _airflow_version()
         decision = decide_migration(
-            self.state.migration or None,
-            metadata_db.schema_revision(target),
+            context.state.migration or None,
+            metadata_db.schema_revision(target.connect),
             version,
             _database_identity(target),
         )
         if not decision.run:
-            return f"skipped: {decision.reason}"
-        result = self._airflow(["db", "migrate"], "migrate.log")
+            return context, f"skipped: {decision.reason}"
+        result = context.jobs.run(["db", "migrate"], "migrate.log")
         if result.exit_code != 0:
             raise ControlPlaneError(
                 f"`airflow db migrate` failed with exit code {result.exit_code}; no service was started. "
                 f"Last output: {result.output.strip()[-400:]} (full log: {result.log_path})"
             )
         record = {
-            "revision": metadata_db.schema_revision(target),
+            "revision": metadata_db.schema_revision(target.connect),
             "airflow_version": version,
             "database": _database_identity(target),
         }
-        self.state = self.state.with_(migration=record)
-        self.state.save(self.settings.paths)
-        return f"migrated ({decision.reason}); schema now at {record['revision']}"
+        state = context.state.with_(migration=record)
+        state.save(self.settings.paths)
+        return replace(
+            context, state=state
+        ), f"migrated ({decision.reason}); schema now at {record['revision']}"
 
     # --- 3. admin user ----------------------------------------------------------------------
-    def create_admin_user(self) -> str:
+    def create_admin_user(self, context: UpContext) -> tuple[UpContext, str]:
         s = self.settings
         stored = load_credentials(s.paths.credentials)
-        exists = metadata_db.user_exists(self._target(), s.admin_username)
-        if self.joined and exists and stored is None:
-            return (
+        exists = metadata_db.user_exists(context.target.connect, s.admin_username)
+        if context.joined and exists and stored is None:
+            return context, (
                 f"skipped: joined another environment's database; its user {s.admin_username!r} and "
                 "password are kept (see that environment's credentials.json)"
-            ) + self._apply_settings_files()
+            ) + self._apply_settings_files(context)
         decision = decide_admin(
-            stored is not None and stored.username == s.admin_username, exists, s.admin_username
+            AdminUserMode.CREATE,
+            s.admin_username,
+            user_exists=bool(exists),  # None: no user table yet, so no user
+            password_stored=stored is not None and stored.username == s.admin_username,
         )
         if not decision.run:
-            return f"skipped: {decision.reason}" + self._apply_settings_files()
+            return context, f"skipped: {decision.reason}" + self._apply_settings_files(context)
         credentials = new_admin_credentials(s.admin_username)
         # Store first: a crash after creating the user must not lose the only copy of the password.
         store_credentials(s.paths.credentials, credentials)
         if exists:
-            argv = [s.airflow_bin, "users", "reset-password", "--username", credentials.username]
+            argv = ["users", "reset-password", "--username", credentials.username]
         else:
             argv = [
-                s.airflow_bin, "users", "create", "--username", credentials.username, "--role", "Admin",
+                "users", "create", "--username", credentials.username, "--role", "Admin",
                 "--firstname", "Local", "--lastname", "Admin", "--email", f"{credentials.username}@localhost",
             ]  # fmt: skip
         # Password on stdin (getpass falls back to stdin without a terminal), never in argv.
         stdin = f"{credentials.password}\n{credentials.password}\n"
-        result = self._airflow(argv[1:], "create-admin.log", stdin_text=stdin)
+        result = context.jobs.run(argv, "create-admin.log", stdin_text=stdin)
         if result.exit_code != 0:
             raise ControlPlaneError(
-                f"`{' '.join(argv[1:3])}` failed with exit code {result.exit_code}: "
+                f"`{' '.join(argv[0:2])}` failed with exit code {result.exit_code}: "
                 f"{result.output.strip()[-400:]} (log: {result.log_path})"
             )
-        self.new_credentials = credentials
-        return decision.reason + self._apply_settings_files()
+        context = replace(context, new_credentials=credentials)
+        return context, decision.reason + self._apply_settings_files(context)
 
-    def _apply_settings_files(self) -> str:
+    def _apply_settings_files(self, context: UpContext) -> str:
         """Connections, variables and pools from the settings folder (local/settings_files.py)."""
         folder = settings_dir(self.base_env)
         commands = import_commands(folder)
         for argv in commands:
-            result = self._airflow(argv, f"settings-{argv[0]}.log")
+            result = context.jobs.run(argv, f"settings-{argv[0]}.log")
             if result.exit_code != 0:
                 raise ConfigError(
                     f"`airflow {' '.join(argv[:2])} {argv[2]}` failed with exit code {result.exit_code}: "
@@ -361,85 +446,54 @@ class BringUp:
             return ""
         return f"; applied {', '.join(Path(a[2]).name for a in commands)} from {folder}"
 
-    def _airflow(self, argv: list[str], log_name: str, stdin_text: str = "") -> JobResult:
-        """Run a one-off ``airflow`` command: in a fork of the pre-imported CLI when the runtime
-        interpreter is at hand (Airflow is imported once for all one-off steps), else as is."""
-        s = self.settings
-        log_path = s.paths.logs / log_name
-        python = Path(s.airflow_bin).parent / "python"
-        if self.warm_cli is None and python.exists():
-            self.warm_cli = WarmCli(
-                python, env=self._job_env(), log_path=s.paths.logs / "warm-cli.log", cwd=s.paths.root
-            )
-        if self.warm_cli is not None:
-            return self.warm_cli.run(
-                argv, log_path=log_path, timeout_s=s.migrate_timeout_s, stdin_text=stdin_text
-            )
-        return run_job(
-            [s.airflow_bin, *argv],
-            env=self._job_env(),
-            log_path=log_path,
-            timeout_s=s.migrate_timeout_s,
-            stdin_text=stdin_text,
-            cwd=s.paths.root,
-        )
-
     # --- 4.-7. services -----------------------------------------------------------------------
-    def start_core_services(self) -> str:
-        self.ecs = ensure_supervisor(
-            self.settings.paths, {**self.env, STATE_MARKER_ENV: str(self.settings.paths.root)}
+    def _services(self) -> ServiceControl:
+        """The supervisor's control socket (start_core_services starts the supervisor)."""
+        return LocalEcs(self.settings.paths)
+
+    def start_core_services(self, context: UpContext) -> tuple[UpContext, str]:
+        ecs = ensure_supervisor(
+            self.settings.paths, {**context.env, STATE_MARKER_ENV: str(self.settings.paths.root)}
         )
         for service in CORE_SERVICES:
-            self.ecs.set_desired_count(service, 1)
-        return "desired count 1 for " + ", ".join(CORE_SERVICES)
+            ecs.set_desired_count(service, 1)
+        return context, "desired count 1 for " + ", ".join(CORE_SERVICES)
 
-    def wait_core_services_stable(self) -> str:
+    def wait_core_services_stable(self, context: UpContext) -> tuple[UpContext, str]:
         wait_until_steady(
-            self._ecs(), CORE_SERVICES, self.settings.steady_timeout_s, self.settings.paths.logs
+            self._services(), CORE_SERVICES, self.settings.steady_timeout_s, self.settings.paths.logs
         )
-        return "running == desired for " + ", ".join(CORE_SERVICES)
+        return context, "running == desired for " + ", ".join(CORE_SERVICES)
 
-    def health_gate(self) -> str:
-        ecs = self._ecs()
+    def health_gate(self, context: UpContext) -> tuple[UpContext, str]:
+        ecs = self._services()
+        source = HttpHealthSource(context.base_url)
 
         def fetch() -> object:
             fail_if_crash_looping(ecs, CORE_SERVICES, self.settings.paths.logs)
-            return fetch_health(self.base_url)
+            return source.fetch()
 
-        return wait_until_healthy(fetch, self.settings.health_timeout_s, progress=self.echo).reason
+        return context, wait_until_healthy(fetch, self.settings.health_timeout_s, progress=self.echo).reason
 
-    def start_workers(self) -> str:
-        count = local_autoscaler.initial_workers(self._ecs(), self.settings)  # never below what runs
-        self._ecs().set_desired_count(WORKER_SERVICE, count)
-        note = local_autoscaler.start(self._ecs(), self.settings)  # clears the hibernation flag first
-        return f"desired count {count} for {WORKER_SERVICE} (AFCTL_WORKERS_MIN); {note}"
+    def start_workers(self, context: UpContext) -> tuple[UpContext, str]:
+        ecs = self._services()
+        count = local_autoscaler.initial_workers(ecs, self.settings)  # never below what runs
+        ecs.set_desired_count(WORKER_SERVICE, count)
+        note = local_autoscaler.start(ecs, self.settings)  # clears the hibernation flag first
+        return context, f"desired count {count} for {WORKER_SERVICE} (AFCTL_WORKERS_MIN); {note}"
 
-    def announce_ready(self) -> str:
+    def announce_ready(self, context: UpContext) -> tuple[UpContext, str]:
         s = self.settings
         self.echo("")
-        self.echo(f"Airflow is ready: {self.base_url}")
-        if self.new_credentials is not None:
-            self.echo(f"  user:     {self.new_credentials.username}")
-            self.echo(f"  password: {self.new_credentials.password}")
+        self.echo(f"Airflow is ready: {context.base_url}")
+        if context.new_credentials is not None:
+            self.echo(f"  user:     {context.new_credentials.username}")
+            self.echo(f"  password: {context.new_credentials.password}")
             self.echo(f"  (shown once; stored in {s.paths.credentials}, mode 0600)")
         else:
             self.echo(f"  user:     {s.admin_username} (password in {s.paths.credentials})")
         self.echo("  stop with `make down` (or `afctl down`); see `afctl status`")
-        return f"ready at {self.base_url}"
-
-    # --- helpers ------------------------------------------------------------------------------
-    def _target(self) -> backing.PostgresTarget:
-        if self.target is None:
-            raise ControlPlaneError("validate_input must run first")
-        return self.target
-
-    def _ecs(self) -> ServiceControl:
-        if self.ecs is None:
-            raise ControlPlaneError("start_core_services must run first")
-        return self.ecs
-
-    def _job_env(self) -> dict[str, str]:
-        return {**self.env, STATE_MARKER_ENV: str(self.settings.paths.root)}
+        return context, f"ready at {context.base_url}"
 
 
 DEFAULT_API_PORT = 8080  # the UI's address when the port is free (else a free one, kept)
@@ -455,25 +509,29 @@ def wait_until_steady(
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Bounded wait until each service runs its desired count; a failure names the service."""
-    deadline = clock() + timeout_s
-    while True:
-        states = {s.name: s for s in ecs.describe()}
-        pending = [name for name in services if not (name in states and states[name].steady)]
-        if not pending:
-            return
-        if clock() >= deadline:
-            details = []
-            for name in pending:
-                st = states.get(name)
-                if st is None:
-                    details.append(f"{name}: unknown service")
-                    continue
+    seen: dict[str, ServiceState] = {}
+
+    def steady() -> bool:
+        seen.clear()
+        seen.update((state.name, state) for state in ecs.describe())
+        return all(name in seen and seen[name].steady for name in services)
+
+    try:
+        poll_until(
+            steady, timeout_s=timeout_s, interval_s=0.5, what="services steady", clock=clock, sleep=sleep
+        )
+    except PollTimedOut:
+        details = []
+        for name in services:
+            st = seen.get(name)
+            if st is None:
+                details.append(f"{name}: unknown service")
+            elif not st.steady:
                 details.append(
                     f"{name}: desired {st.desired}, running {st.running}, restarts {st.restarts}, "
                     f"last exit code {st.last_exit_code} (log: {logs_dir}/{name}-0.log)"
                 )
-            raise TransientError(f"services not steady after {timeout_s:.0f} s: " + "; ".join(details))
-        sleep(0.5)
+        raise TransientError(f"services not steady after {timeout_s:.0f} s: " + "; ".join(details)) from None
 
 
 CRASH_LOOP_RESTARTS = 3

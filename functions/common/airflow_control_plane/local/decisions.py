@@ -1,44 +1,14 @@
-"""The one-off steps' decisions: run the migration or skip it, create the admin or skip it,
-proceed with hibernation or wait for running tasks. Pure functions returning a reason.
+"""``afctl up``'s own decision: may it apply the asked settings to what runs?
+
+The one-off jobs' decisions (migrate, admin user) are the shared ones in bringup/jobs.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class JobDecision:
-    run: bool
-    reason: str
-
-
-def decide_migration(
-    recorded: Mapping[str, Any] | None, db_revision: str | None, airflow_version: str, database: str
-) -> JobDecision:
-    """Skip ``airflow db migrate`` only when this state folder migrated this very database to
-    the revision it has now, with this Airflow version. In doubt, migrate (it is idempotent)."""
-    if db_revision is None:
-        return JobDecision(True, "the database has no Airflow schema yet")
-    if not recorded:
-        return JobDecision(True, f"schema at {db_revision}, not migrated from this state folder yet")
-    if recorded.get("database") != database:
-        return JobDecision(True, "the recorded migration was for another database")
-    if recorded.get("airflow_version") != airflow_version or airflow_version == "unknown":
-        return JobDecision(True, f"Airflow version changed to {airflow_version}")
-    if recorded.get("revision") != db_revision:
-        return JobDecision(True, f"schema revision {db_revision} differs from the recorded one")
-    return JobDecision(False, f"schema already at {db_revision} for Airflow {airflow_version}")
-
-
-def decide_admin(has_credentials: bool, user_exists: bool | None, username: str) -> JobDecision:
-    if has_credentials and user_exists:
-        return JobDecision(False, f"user {username!r} exists and its credentials are stored")
-    if user_exists and not has_credentials:
-        return JobDecision(True, f"user {username!r} exists but its password is not stored: reset it")
-    return JobDecision(True, f"create user {username!r} with a generated password")
+from airflow_control_plane.bringup.jobs import JobDecision
 
 
 def decide_reconfigure(
@@ -63,32 +33,3 @@ def decide_reconfigure(
         + "): nothing was changed. Apply them with `afctl down` then `afctl up`, or unset the "
         "variable to keep the running values",
     )
-
-
-@dataclass(frozen=True)
-class DrainDecision:
-    proceed: bool
-    give_up: bool
-    reason: str
-
-
-def decide_drain(active_tasks: int | None, waited_s: float, timeout_s: float, force: bool) -> DrainDecision:
-    """Go on stopping services only when nothing runs or is queued, or when forced.
-
-    Unknown counts (database unreachable) and a timeout never stop running work: the caller
-    reports and leaves the workers up; ``--force`` is the explicit way to stop anyway.
-    """
-    if force:
-        return DrainDecision(True, False, "forced: not waiting for running or queued tasks")
-    if active_tasks == 0:
-        return DrainDecision(True, False, "no task instance is running or queued")
-    what = (
-        "the task count is unknown (metadata DB unreachable)"
-        if active_tasks is None
-        else (f"{active_tasks} task instance(s) running or queued")
-    )
-    if waited_s >= timeout_s:
-        return DrainDecision(
-            False, True, f"{what} after {waited_s:.0f} s; workers left running (use --force to stop anyway)"
-        )
-    return DrainDecision(False, False, f"{what}; waiting ({waited_s:.0f}/{timeout_s:.0f} s)")

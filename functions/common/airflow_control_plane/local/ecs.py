@@ -22,6 +22,7 @@ from airflow_control_plane.local import proc
 from airflow_control_plane.local.files import read_json
 from airflow_control_plane.local.paths import StatePaths
 from airflow_control_plane.local.protocol import ServiceState
+from airflow_control_plane.poll import PollTimedOut, poll_done, poll_until
 
 
 class ServiceControl(Protocol):
@@ -99,9 +100,12 @@ class LocalEcs:
             self._call({"op": "shutdown"})
         if pid is None:
             return
-        deadline = time.monotonic() + timeout_s
-        while proc.is_alive(pid) and time.monotonic() < deadline:
-            sleep(0.2)
+        poll_done(
+            lambda: not proc.is_alive(pid),
+            timeout_s=timeout_s,
+            interval_s=0.2,
+            sleep=sleep,
+        )
         if proc.is_alive(pid):
             proc.signal_group(pid, signal.SIGKILL)
             raise ControlPlaneError(
@@ -129,14 +133,13 @@ def ensure_supervisor(paths: StatePaths, env: Mapping[str, str], *, timeout_s: f
             stderr=subprocess.STDOUT,
             start_new_session=True,  # outlives `afctl up`; not killed by the terminal's Ctrl-C
         )
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if ecs.is_running():
-            return ecs
-        time.sleep(0.1)
-    raise TransientError(
-        f"the local supervisor did not start within {timeout_s:.0f} s; see {paths.supervisor_log}"
-    )
+    try:
+        poll_until(ecs.is_running, timeout_s=timeout_s, interval_s=0.1, what="the local supervisor answers")
+    except PollTimedOut:
+        raise TransientError(
+            f"the local supervisor did not start within {timeout_s:.0f} s; see {paths.supervisor_log}"
+        ) from None
+    return ecs
 
 
 class InMemoryServices:

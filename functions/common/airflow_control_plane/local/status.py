@@ -8,12 +8,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow_control_plane.errors import ControlPlaneError
+from airflow_control_plane.health import HealthVerdict, HttpHealthSource, NotHealthyYet, evaluate_health
 from airflow_control_plane.local.airflow_env import ALL_SERVICES
 from airflow_control_plane.local.autoscaler import read_decisions
 from airflow_control_plane.local.dag_source import live_release, select_dag_source
 from airflow_control_plane.local.ecs import LocalEcs
 from airflow_control_plane.local.files import read_json
-from airflow_control_plane.local.health import HealthVerdict, evaluate_health, fetch_health
 from airflow_control_plane.local.protocol import ServiceState
 from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.settings import LocalSettings
@@ -121,8 +121,14 @@ def collect_status(settings: LocalSettings) -> StatusReport:
         )
         return StatusReport(False, services, base_url, None, **extra)
     services = tuple(ecs.describe())
-    payload = fetch_health(base_url) if base_url else None
-    health = evaluate_health(payload) if base_url else None
+    payload: object = None
+    health: HealthVerdict | None = None
+    if base_url:
+        try:
+            payload = HttpHealthSource(base_url).fetch()
+            health = evaluate_health(payload)
+        except NotHealthyYet as exc:
+            health = HealthVerdict(False, {}, str(exc))
     if isinstance(payload, dict):
         extra["components"] = {
             str(name): str(entry.get("status")) for name, entry in payload.items() if isinstance(entry, dict)

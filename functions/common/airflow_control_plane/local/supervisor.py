@@ -34,6 +34,7 @@ from airflow_control_plane.local.ports import free_port
 from airflow_control_plane.local.process_table import ProcessView, plan_reconcile
 from airflow_control_plane.local.protocol import ServiceState
 from airflow_control_plane.local.restart_policy import RestartPolicy, SlotHistory, record_exit
+from airflow_control_plane.poll import poll_done
 
 TICK_S = 0.5
 # A process must be up this long before its service counts as steady. ECS counts a task as
@@ -317,9 +318,7 @@ class Supervisor:
 
 def _stop_group_blocking(pgid: int, grace: float) -> None:
     proc.signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while proc.group_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    poll_done(lambda: not proc.group_members(pgid), timeout_s=grace, interval_s=0.2)
     if proc.group_members(pgid):
         proc.signal_group(pgid, signal.SIGKILL)
 
@@ -366,10 +365,12 @@ def _stop_orphans(supervisor: Supervisor) -> None:
     log(f"stopping {len(orphans)} orphaned process(es): {orphans}")
     for pid in orphans:
         proc.signal_pid(pid, signal.SIGTERM)
-    deadline = time.monotonic() + min(10.0, supervisor.spec.stop_grace_s)
-    while any(proc.is_alive(pid) for pid in orphans) and time.monotonic() < deadline:
+
+    def gone() -> bool:
         proc.reap_orphans(set())
-        time.sleep(0.2)
+        return not any(proc.is_alive(pid) for pid in orphans)
+
+    poll_done(gone, timeout_s=min(10.0, supervisor.spec.stop_grace_s), interval_s=0.2)
     for pid in orphans:
         proc.signal_pid(pid, signal.SIGKILL)
     proc.reap_orphans(set())

@@ -18,12 +18,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
-from urllib.parse import parse_qs, unquote, urlsplit
 
-import pg8000.native
-
-from airflow_control_plane.errors import ConfigError, TransientError
-from airflow_control_plane.pg_tls import ssl_context
+from airflow_control_plane.errors import TransientError
+from airflow_control_plane.metadata_db import connection_kwargs, connector
 from airflow_control_plane.scaling.config import QueueScaling
 
 STATEMENT_TIMEOUT_MS = 5000
@@ -102,28 +99,6 @@ def prewarm_demand(
     return count
 
 
-def connection_kwargs(dsn: str) -> dict[str, Any]:
-    parts = urlsplit(dsn)
-    if parts.scheme.split("+")[0] not in {"postgresql", "postgres"} or not parts.hostname:
-        raise ConfigError(
-            f"metadata database URL must look like postgresql://user:pass@host:5432/db, got {dsn!r}"
-        )
-    database = parts.path.lstrip("/")
-    if not database:
-        raise ConfigError("metadata database URL names no database")
-    # The URL's sslmode (the stack's URL says require: RDS forces SSL); none means disable.
-    sslmode = parse_qs(parts.query).get("sslmode", ["disable"])[-1]
-    return {
-        "user": unquote(parts.username or "postgres"),
-        "password": unquote(parts.password) if parts.password else None,
-        "host": parts.hostname,
-        "port": parts.port or 5432,
-        "database": database,
-        "timeout": 10,
-        "ssl_context": ssl_context(sslmode),
-    }
-
-
 class PgDemandReader:
     """The pg8000 implementation (pure Python, so it fits the Lambda layer)."""
 
@@ -132,8 +107,8 @@ class PgDemandReader:
 
     @classmethod
     def from_dsn(cls, dsn: str) -> PgDemandReader:
-        kwargs = connection_kwargs(dsn)
-        return cls(lambda: pg8000.native.Connection(**kwargs))
+        connection_kwargs(dsn)  # a malformed DSN is a ConfigError now, not at the first read
+        return cls(connector(lambda: dsn))
 
     def _query(self, sql: str, **params: Any) -> list[list[Any]]:
         try:

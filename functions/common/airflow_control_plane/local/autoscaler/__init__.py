@@ -1,6 +1,8 @@
 """The local worker autoscaler: the same policy as the Lambda, every few seconds, with local adapters.
 
-Run by the supervisor as the ``autoscaler`` service (``afctl autoscale --local``). Each tick
+Run by the supervisor as the ``autoscaler`` service: ``python -m
+airflow_control_plane.local.autoscaler`` (this package's ``__main__``, the command line of
+``afctl autoscale --local``; the library here never imports the command). Each tick
 evaluates :func:`airflow_control_plane.scaling.service.evaluate` with:
 
 - demand: ``PgDemandReader`` on the local metadata database;
@@ -31,9 +33,10 @@ from airflow_control_plane.local.paths import StatePaths
 from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.settings import LocalSettings
 from airflow_control_plane.local.worker_services import LocalWorkerServices
+from airflow_control_plane.poll import poll_done
 from airflow_control_plane.scaling.broker import RedisQueueDepth
 from airflow_control_plane.scaling.config import QueueScaling
-from airflow_control_plane.scaling.demand import PgDemandReader, connection_kwargs
+from airflow_control_plane.scaling.demand import PgDemandReader
 from airflow_control_plane.scaling.drain import KombuWorkerControl
 from airflow_control_plane.scaling.events import RecordingPublisher
 from airflow_control_plane.scaling.hibernation import FileFlag
@@ -161,14 +164,14 @@ def stop(
     if not any(s.name == AUTOSCALER_SERVICE for s in ecs.describe()):
         return "hibernation flag set; no autoscaler service"
     ecs.set_desired_count(AUTOSCALER_SERVICE, 0)
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def stopped() -> bool:
         state = next(s for s in ecs.describe() if s.name == AUTOSCALER_SERVICE)
-        if state.running == 0 and state.stopping == 0:
-            return "hibernation flag set; autoscaler stopped"
-        if time.monotonic() >= deadline:
-            raise ControlPlaneError(f"the autoscaler did not stop within {timeout_s:.0f} s")
-        sleep(0.2)
+        return state.running == 0 and state.stopping == 0
+
+    if not poll_done(stopped, timeout_s=timeout_s, interval_s=0.2, sleep=sleep):
+        raise ControlPlaneError(f"the autoscaler did not stop within {timeout_s:.0f} s")
+    return "hibernation flag set; autoscaler stopped"
 
 
 def set_hibernated(paths: StatePaths, hibernated: bool) -> None:
@@ -186,16 +189,9 @@ def build_ports(
     state = RuntimeState.load(paths)
     if not state.database_url or not state.redis_url:
         raise ConfigError(f"{paths.settings} records no database or Redis URL; run `afctl up` first")
-    kwargs = connection_kwargs(state.database_url)
-
-    def connect() -> Any:
-        import pg8000.native
-
-        return pg8000.native.Connection(**kwargs)
-
     services = LocalWorkerServices(ecs)
     ports = ScalingPorts(
-        demand=PgDemandReader(connect),
+        demand=PgDemandReader.from_dsn(state.database_url),
         broker=RedisQueueDepth.from_url(state.redis_url),
         services=services,
         memory=JsonFileStore(memory_file(paths)),
@@ -287,14 +283,3 @@ def run_loop(
             )
         done += 1
         sleep(max(0.0, settings.interval_s - (time.monotonic() - started)))
-
-
-def main(argv: list[str] | None = None) -> int:
-    from airflow_control_plane.commands.autoscale import autoscale
-
-    autoscale.main(args=["--local", *(sys.argv[1:] if argv is None else argv)], prog_name="autoscaler")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
