@@ -277,6 +277,9 @@ class Settings:
     idle_s: int = 1
     task_s: tuple[float, float] = (0.1, 1.0)
     race_rate: float = 0.5  # share of drains into which a task is sent at a random instant
+    # A drain-time task outlasts the settle when it is long: sent just before the cancel, it is
+    # still running at the idle check, and the worker must be kept.
+    race_task_s: tuple[float, float] = (0.5, 3.0)
     interval_s: float = 0.2  # pause between evaluations (plus the inspect time)
     settle_s: float = DEFAULT_SETTLE_S  # the product's: it outlasts the worker's pending BRPOP
     inspect_timeout_s: float = 0.5
@@ -289,7 +292,7 @@ class Settings:
             f"{self.concurrency}, min 0; idle period {self.idle_s}s; tasks {self.task_s[0]}-"
             f"{self.task_s[1]}s; a task sent into {100 * self.race_rate:.0f}% of drains at a random "
             f"instant in [-{RACE_LEAD_S}, {self.settle_s + RACE_TAIL_S}]s of its cancel (<= 0: sent "
-            f"just before the cancel); "
+            f"just before the cancel), lasting {self.race_task_s[0]}-{self.race_task_s[1]}s; "
             f"evaluation every {self.interval_s}s + "
             f"inspect (reply timeout {self.inspect_timeout_s}s); drain settle {self.settle_s}s; "
             f"stop = SIGKILL of released workers; time budget {self.budget_s / 60:.0f} min"
@@ -347,7 +350,7 @@ class _RacingControl:
         self.active.set()
         if self.rng.random() < self.settings.race_rate:
             delay = self.rng.uniform(-RACE_LEAD_S, self.settings.settle_s + RACE_TAIL_S)
-            seconds = self.rng.uniform(*self.settings.task_s)
+            seconds = self.rng.uniform(*self.settings.race_task_s)
             if delay <= 0:  # dispatched between the decision and the cancel
                 self.sender.send(seconds)
             else:
