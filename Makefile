@@ -130,8 +130,8 @@ bench-prewarm: $(RUNTIME_VENV)/.installed ## Scheduled runs with real Celery wor
 	$(AFCTL) bench-prewarm --runs 4 --tasks 2
 
 .PHONY: bench-scalein
-bench-scalein: $(RUNTIME_VENV)/.installed ## 200 scale-in cycles with real Celery workers: tasks lost to scale-in, worker-hours (~30 min)
-	$(AFCTL) bench-scalein --cycles 200 --idle-seconds 2
+bench-scalein: $(RUNTIME_VENV)/.installed ## 200 scale-in cycles with real Celery workers: tasks lost to scale-in, worker-hours (~12 min)
+	$(AFCTL) bench-scalein --cycles 200
 
 .PHONY: bench-scaling
 bench-scaling: $(RUNTIME_VENV)/.installed ## Autoscaler decision latency on 1,000,000 task instances + simulation (~1 min)

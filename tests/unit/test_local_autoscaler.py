@@ -16,7 +16,7 @@ from airflow_control_plane.local.paths import StatePaths
 from airflow_control_plane.local.settings import LocalSettings
 from airflow_control_plane.local.worker_services import LocalWorkerServices
 from airflow_control_plane.scaling.broker import BrokerDepth
-from airflow_control_plane.scaling.demand import TaskCounts
+from airflow_control_plane.scaling.demand import DueDagRun, TaskCounts
 from airflow_control_plane.scaling.drain import InMemoryWorkerControl
 from airflow_control_plane.scaling.events import RecordingPublisher
 from airflow_control_plane.scaling.hibernation import FileFlag
@@ -129,6 +129,29 @@ def test_queued_tasks_scale_zero_workers_up_at_once(tmp_path: Path) -> None:
     assert adapter.describe("worker").desired == 3
 
 
+class DueDemand(FixedDemand):
+    def __init__(self, due: list[DueDagRun]) -> None:
+        super().__init__({})
+        self.due = due
+
+    def due_dag_runs(self, now: datetime, horizon: timedelta) -> list[Any]:
+        return [run for run in self.due if run.due_at <= now + horizon]
+
+
+def test_prewarm_starts_a_worker_for_a_scheduled_run_before_it_is_due(tmp_path: Path) -> None:
+    # GIVEN no worker, nothing queued, and a DAG run due on the default queue in 60 s
+    adapter, _ = _adapter(0)
+    due = [DueDagRun("nightly", T0 + timedelta(seconds=60), frozenset({"default"}))]
+    ports = replace(_ports(tmp_path, adapter, {}, 0), demand=DueDemand(due))
+    # WHEN evaluated without pre-warm THEN nothing starts
+    assert evaluate([_settings(tmp_path).scaling], ports, T0).outcomes[0].decision.action is Action.HOLD
+    # WHEN evaluated with a 90 s lead (AFCTL_AUTOSCALE_PREWARM_SECONDS) THEN one worker starts now
+    scaling = _settings(tmp_path, prewarm_s=90).scaling
+    decision = evaluate([scaling], ports, T0).outcomes[0].decision
+    assert (decision.action, decision.target) == (Action.SCALE_UP, 1)
+    assert adapter.describe("worker").desired == 1
+
+
 def test_hibernation_flag_blocks_every_start(tmp_path: Path) -> None:
     # GIVEN the flag `down` sets, and queued tasks
     autoscaler.set_hibernated(StatePaths(tmp_path), True)
@@ -195,7 +218,14 @@ def test_malformed_log_lines_are_skipped(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"interval_s": 0}, {"min_workers": 4}, {"min_workers": -1}, {"concurrency": 0}, {"idle_s": -1}],
+    [
+        {"interval_s": 0},
+        {"min_workers": 4},
+        {"min_workers": -1},
+        {"concurrency": 0},
+        {"idle_s": -1},
+        {"prewarm_s": -1},
+    ],
 )
 def test_bad_autoscaler_settings_fail_loudly(tmp_path: Path, overrides: dict[str, Any]) -> None:
     # GIVEN a bad setting WHEN the settings are built THEN a ConfigError
@@ -216,19 +246,28 @@ def test_local_settings_default_to_autoscaling_from_zero(tmp_path: Path) -> None
     # AND with autoscaling off one worker stays up, as before
     off = LocalSettings.from_env({"AFCTL_STATE_DIR": str(tmp_path), "AFCTL_AUTOSCALE": "false"})
     assert (off.autoscale, off.workers_min) == (False, 1)
+    # AND pre-warm is off unless set
+    assert s.autoscale_prewarm_s == 0
     with pytest.raises(ConfigError):
         LocalSettings.from_env({"AFCTL_STATE_DIR": str(tmp_path), "AFCTL_AUTOSCALE": "maybe"})
 
 
 def test_spec_runs_the_loop_with_the_settings_of_up(tmp_path: Path) -> None:
     # GIVEN the settings of one `up`
-    s = LocalSettings.from_env({"AFCTL_STATE_DIR": str(tmp_path), "AFCTL_AUTOSCALE_IDLE_SECONDS": "20"})
+    s = LocalSettings.from_env(
+        {
+            "AFCTL_STATE_DIR": str(tmp_path),
+            "AFCTL_AUTOSCALE_IDLE_SECONDS": "20",
+            "AFCTL_AUTOSCALE_PREWARM_SECONDS": "45",
+        }
+    )
     # WHEN the supervisor spec is built THEN one autoscaler process with those settings
     spec = autoscaler.specs(s)["autoscaler"]
     assert spec.max_count == 1
     argv = list(spec.argv)
     assert argv[1:3] == ["-m", "airflow_control_plane.local.autoscaler"]
     assert argv[argv.index("--idle-seconds") + 1] == "20"
+    assert argv[argv.index("--prewarm-seconds") + 1] == "45"
     assert argv[argv.index("--min") + 1] == "0"
     assert argv[argv.index("--state-dir") + 1] == str(s.paths.root)
 

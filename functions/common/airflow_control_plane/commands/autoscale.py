@@ -25,6 +25,12 @@ from airflow_control_plane.local.settings import LocalSettings
 @click.option("--max", "max_workers", type=int, default=None, help="Most workers (default 3).")
 @click.option("--concurrency", type=int, default=None, help="Tasks per worker (AFCTL_WORKER_CONCURRENCY).")
 @click.option("--queue", default="default", show_default=True, help="The Celery queue the workers consume.")
+@click.option(
+    "--prewarm-seconds",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Start workers for scheduled DAG runs due within this many seconds (default 0: off).",
+)
 @click.option("--ticks", type=click.IntRange(min=1), default=None, help="Stop after N evaluations.")
 def autoscale(
     local: bool,
@@ -35,13 +41,15 @@ def autoscale(
     max_workers: int | None,
     concurrency: int | None,
     queue: str,
+    prewarm_seconds: int | None,
     ticks: int | None,
 ) -> None:
     """Evaluate the worker scaling policy every few seconds and apply it to the local workers.
 
     Each decision and its reason is appended to logs/autoscaler.jsonl in the state folder.
     Defaults come from AFCTL_* settings (AFCTL_AUTOSCALE_INTERVAL, AFCTL_AUTOSCALE_IDLE_SECONDS,
-    AFCTL_WORKERS_MIN, AFCTL_WORKERS_MAX, AFCTL_WORKER_CONCURRENCY).
+    AFCTL_AUTOSCALE_PREWARM_SECONDS, AFCTL_WORKERS_MIN, AFCTL_WORKERS_MAX,
+    AFCTL_WORKER_CONCURRENCY).
     """
     if not local:
         raise InvalidInputError("only --local is supported here; on AWS the autoscaler Lambda scales")
@@ -54,6 +62,7 @@ def autoscale(
         max_workers=defaults.workers_max if max_workers is None else max_workers,
         concurrency=defaults.worker_concurrency if concurrency is None else concurrency,
         queue=queue,
+        prewarm_s=defaults.autoscale_prewarm_s if prewarm_seconds is None else prewarm_seconds,
     )
     if not StatePaths(settings.state_dir).settings.exists():
         raise InvalidInputError(f"no local environment in {settings.state_dir}; run `afctl up` first")

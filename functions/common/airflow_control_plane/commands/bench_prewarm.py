@@ -38,7 +38,7 @@ from airflow_control_plane.errors import ControlPlaneError, InvalidInputError
 from airflow_control_plane.scaling.broker import RedisQueueDepth
 from airflow_control_plane.scaling.config import QueueScaling
 from airflow_control_plane.scaling.demand import DueDagRun, TaskCounts
-from airflow_control_plane.scaling.drain import KombuWorkerControl
+from airflow_control_plane.scaling.drain import DEFAULT_SETTLE_S, KombuWorkerControl
 from airflow_control_plane.scaling.events import RecordingPublisher
 from airflow_control_plane.scaling.hibernation import FixedFlag
 from airflow_control_plane.scaling.memory import InMemoryStore
@@ -98,7 +98,7 @@ def run_mode(
         publisher=RecordingPublisher(),
         control=control,
         interval_s=INTERVAL_S,
-        settle_s=0.3,
+        settle_s=DEFAULT_SETTLE_S,
     )
     published: dict[str, float] = {}
     pending = list(due)

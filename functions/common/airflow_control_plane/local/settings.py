@@ -59,6 +59,7 @@ class LocalSettings:
     workers_max: int = 3
     autoscale_interval_s: int = 5
     autoscale_idle_s: int = 60
+    autoscale_prewarm_s: int = 0  # lead time: workers started for scheduled runs due that soon
     # Set when the operator chose the URL (AFCTL_DATABASE_URL / AFCTL_REDIS_URL): then the
     # embedded fallback never applies and a default name or db number is never derived.
     database_configured: bool = False
@@ -97,6 +98,7 @@ class LocalSettings:
             workers_max=optional_int("AFCTL_WORKERS_MAX", 3, source, minimum=1),
             autoscale_interval_s=optional_int("AFCTL_AUTOSCALE_INTERVAL", 5, source, minimum=1),
             autoscale_idle_s=optional_int("AFCTL_AUTOSCALE_IDLE_SECONDS", 60, source, minimum=0),
+            autoscale_prewarm_s=optional_int("AFCTL_AUTOSCALE_PREWARM_SECONDS", 0, source, minimum=0),
             database_configured=bool(source.get("AFCTL_DATABASE_URL", "").strip()),
             redis_configured=bool(source.get("AFCTL_REDIS_URL", "").strip()),
             join=optional_bool(JOIN_ENV, False, source),

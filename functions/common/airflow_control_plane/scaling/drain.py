@@ -9,8 +9,13 @@ can stop only a worker the scaler released. For the workers a ``SCALE_DOWN`` dec
    fetches no new message. A worker that does not acknowledge is resumed and kept;
 2. **settle**, then **confirm idle**: ``inspect active`` + ``inspect reserved`` for those
    hostnames. A message fetched in the instant before the cancel is now either running or
-   reserved (prefetched). A worker that is busy, or does not answer, is kept: its consumer is
-   added back (``add_consumer``) and it never lost protection -- the race is closed here;
+   reserved (prefetched). The settle outlasts the broker's blocking read: with Redis, a worker
+   whose consumer was cancelled still has a ``BRPOP`` pending for up to kombu's
+   ``brpop_timeout`` (1 s); a message handed to it then is pushed back to the queue only when
+   the worker reads the reply, so a worker stopped before that loses the message
+   (``make bench-scalein`` lost one that way with a 0.2 s settle). A worker that is busy, or
+   does not answer, is kept: its consumer is added back (``add_consumer``) and it never lost
+   protection -- the race is closed here;
 3. **release**: ECS ``UpdateTaskProtection(protectionEnabled=false)`` for exactly the confirmed
    workers' tasks (worker hostname ``worker-<ECS task id>@host`` -> task id). Before that, every
    other worker must be read as protected (a worker still starting is not yet): otherwise ECS
@@ -35,7 +40,7 @@ from typing import Any, Protocol
 from airflow_control_plane.errors import InvalidInputError, TransientError
 
 WORKER_PREFIX = "worker-"
-DEFAULT_SETTLE_S = 1.0
+DEFAULT_SETTLE_S = 1.5  # > kombu's Redis brpop_timeout (1 s): see step 2
 DEFAULT_REPLY_TIMEOUT_S = 1.0
 
 

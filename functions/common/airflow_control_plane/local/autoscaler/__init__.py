@@ -71,6 +71,7 @@ class AutoscalerSettings:
     max_workers: int
     concurrency: int
     queue: str = DEFAULT_QUEUE
+    prewarm_s: int = 0  # scheduled DAG runs due within this lead time get their workers
 
     def __post_init__(self) -> None:
         if self.interval_s <= 0:
@@ -80,8 +81,8 @@ class AutoscalerSettings:
                 f"workers min ({self.min_workers}) must be between 0 and max ({self.max_workers}) "
                 "(AFCTL_WORKERS_MIN, AFCTL_WORKERS_MAX)"
             )
-        if self.concurrency < 1 or self.idle_s < 0:
-            raise ConfigError("worker concurrency must be >= 1 and the idle period >= 0 s")
+        if self.concurrency < 1 or self.idle_s < 0 or self.prewarm_s < 0:
+            raise ConfigError("worker concurrency must be >= 1, the idle period and pre-warm >= 0 s")
 
     @property
     def scaling(self) -> QueueScaling:
@@ -92,6 +93,7 @@ class AutoscalerSettings:
             min_workers=self.min_workers,
             max_workers=self.max_workers,
             idle_seconds=self.idle_s,
+            prewarm_seconds=self.prewarm_s,
         )
 
     def argv(self, python: str) -> tuple[str, ...]:
@@ -104,6 +106,7 @@ class AutoscalerSettings:
             "--max", str(self.max_workers),
             "--concurrency", str(self.concurrency),
             "--queue", self.queue,
+            "--prewarm-seconds", str(self.prewarm_s),
         )  # fmt: skip
 
 
@@ -121,6 +124,7 @@ def settings_for(local: LocalSettings) -> AutoscalerSettings:
         # Autoscaling off: the bounds are unused; keep them valid whatever AFCTL_WORKERS_MIN is.
         max_workers=local.workers_max if local.autoscale else max(local.workers_max, local.workers_min),
         concurrency=local.worker_concurrency,
+        prewarm_s=local.autoscale_prewarm_s,
     )
 
 
@@ -148,7 +152,8 @@ def start(ecs: ServiceControl, local: LocalSettings) -> str:
     ecs.set_desired_count(AUTOSCALER_SERVICE, 1)
     return (
         f"autoscaler started: every {local.autoscale_interval_s} s, workers {local.workers_min}.."
-        f"{local.workers_max}, idle period {local.autoscale_idle_s} s (log {decisions_log(local.paths)})"
+        f"{local.workers_max}, idle period {local.autoscale_idle_s} s, "
+        f"pre-warm {local.autoscale_prewarm_s} s (log {decisions_log(local.paths)})"
     )
 
 
