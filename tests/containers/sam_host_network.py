@@ -19,6 +19,8 @@ boundary, for Lambda containers only (SAM's label ``sam.cli.container.type=lambd
   which routes every boto3 client to the local moto server;
 - ``SAM_LOCAL_MOUNTS`` (a JSON object ``{host_path: container_path}``) bind-mounts host folders,
   the way Lambda mounts a function's ``FileSystemConfigs`` (EFS) at its ``LocalMountPath``.
+- ``SAM_LOCAL_NAME_PREFIX`` names the containers (SAM leaves them unnamed), so a run that is
+  interrupted can remove what it left behind.
 
 Everything else (the rapid image built on the base image, the code and layer mounts, the
 environment from the template and ``--env-vars``, the invoke and its result) is SAM CLI's own.
@@ -30,6 +32,7 @@ import json
 import os
 import socket
 import sys
+import uuid
 from typing import Any
 
 LAMBDA_LABEL = "sam.cli.container.type"
@@ -77,6 +80,9 @@ def host_network_kwargs(
     for host_path, container_path in mounts.items():
         volumes[host_path] = {"bind": container_path, "mode": "rw"}
     kwargs["volumes"] = volumes
+    prefix = os.environ.get("SAM_LOCAL_NAME_PREFIX", "")
+    if prefix and not kwargs.get("name"):
+        kwargs["name"] = f"{prefix}{uuid.uuid4().hex[:12]}"
     return kwargs
 
 

@@ -109,6 +109,19 @@ class SamLocal:
     build_dir: Path
     declared: Mapping[str, set[str]]
     env: Mapping[str, str]
+    # Every Lambda container of this run is named with it (see sam_host_network).
+    name_prefix: str = f"acp-sam-local-{os.getpid()}-"
+
+    def remove_containers(self) -> None:
+        """Remove the Lambda containers this run left behind (SAM removes them after each invoke)."""
+        names = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"name={self.name_prefix}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if names:
+            subprocess.run(["docker", "rm", "-f", *names], capture_output=True, check=False)
 
     @property
     def template(self) -> Path:
@@ -197,6 +210,7 @@ class SamLocal:
                 # Not a template variable: the local endpoint every boto3 client honours.
                 "SAM_LOCAL_EXTRA_ENV": json.dumps({"AWS_ENDPOINT_URL": endpoint_url, **(extra_env or {})}),
                 "SAM_LOCAL_MOUNTS": json.dumps(dict(mounts or {})),
+                "SAM_LOCAL_NAME_PREFIX": self.name_prefix,
                 # SAM CLI itself asks STS for the account id before each invoke (retrying for
                 # seconds where AWS is unreachable): its question goes to the same local endpoint.
                 "AWS_ENDPOINT_URL_STS": endpoint_url,

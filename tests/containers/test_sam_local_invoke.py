@@ -85,6 +85,7 @@ def sam(translated: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
     )
     local.build(REPO_ROOT / ".aws-sam" / "cache")
     yield local
+    local.remove_containers()
     created = set(docker("images", "-q", RAPID_REPOSITORY).split()) - before
     if created:
         docker("rmi", "-f", *sorted(created), check=False)
