@@ -51,9 +51,10 @@ debootstrap --variant=minbase --include=python3.11 bookworm "$root" "$MIRROR" >"
     || { tail -30 "$work/debootstrap.log" >&2; exit 1; }
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 
+# Compiled, as the official image ships its runtime: boto3 is imported at every cold start.
 say "installing awslambdaric and boto3 into /var/runtime (hashed lock)"
 "$UV" pip install --quiet --target "$root/var/runtime" --python-version 3.11 \
-    --python-platform x86_64-manylinux_2_28 --only-binary :all: --no-compile --require-hashes \
+    --python-platform x86_64-manylinux_2_28 --only-binary :all: --compile-bytecode --require-hashes \
     -r .ci/standin-lambda-requirements.txt
 mkdir -p "$root/var/lang/bin" "$root/var/task" "$root/opt" "$root/usr/local/bin"
 for name in python3.11 python3 python; do ln -s /usr/bin/python3.11 "$root/var/lang/bin/$name"; done
