@@ -65,6 +65,8 @@ lock: $(UV) ## Re-resolve and re-lock all dependency sets (after editing a requi
 		-o functions/common/local-requirements.txt
 	$(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 		tests/requirements.in -o tests/requirements.txt
+	$(UV) pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
+		.ci/standin-lambda-requirements.in -o .ci/standin-lambda-requirements.txt
 
 # --- the main job ----------------------------------------------------------------------------
 .PHONY: up
@@ -151,7 +153,7 @@ bench-fuzz: $(DEV_VENV)/.installed ## 2,200 generated malformed events per Lambd
 		--hypothesis-show-statistics -W ignore::UserWarning
 
 .PHONY: bench-image
-bench-image: ## Image cold build (no layer cache) and cached rebuild time (Docker; ~3 min)
+bench-image: venvs ## Image cold build and cached rebuild; sam build and sam local invoke, cold and cached (Docker; ~4 min)
 	IMAGE=$(IMAGE) .ci/bench-image.sh
 
 .PHONY: bench
