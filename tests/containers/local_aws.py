@@ -88,7 +88,11 @@ class BridgedEnvironment:
 
     def autoscale(self) -> dict[str, Any]:
         """One tick of the autoscaler Lambda (its schedule event), as the runtime runs it."""
-        handler = load_handler_module("autoscaler").lambda_handler
+        module = load_handler_module("autoscaler")
+        # Its ECS client (built once per Lambda container) gets task protection from the agents.
+        _config, ports = module.build_runtime()
+        self.bridge.serve_task_protection(getattr(ports.services, "_client"))  # noqa: B009
+        handler = module.lambda_handler
         body, failed = invoke_like_lambda_runtime(
             handler, "autoscaler", json.dumps(load_event("autoscaler_schedule.json"))
         )
@@ -103,7 +107,8 @@ def autoscaler_environment(emulator: Emulator, stack: Stack) -> dict[str, str]:
     emulated account: its secrets created in Secrets Manager with the stack's local values,
     the cluster and service names the emulator uses."""
     template = translated_template(REPO_ROOT / "template.yaml")
-    resolver = Resolver(template, {"AirflowImageUri": stack.specs[0].image})
+    # At most two workers (the template's parameter): N > 1 on a 2-core machine, no more.
+    resolver = Resolver(template, {"AirflowImageUri": stack.specs[0].image, "WorkerQueue1Max": "2"})
     variables = resolver.resolve(template["Resources"]["AutoscalerFunction"]["Properties"]["Environment"])
     names = {
         "<Cluster>": emulator.cluster,
