@@ -11,7 +11,13 @@ brings the stack up only twice:
    (a run is triggered on it, to be found again in 4);
 3. hibernate -> the drain check reads the real database, no container keeps running;
 4. a second bring-up -> ready, every service healthy under its own health check, the run
-   from before still there.
+   from before still there;
+5. the autoscaler Lambda (real database and Redis) starts worker containers from zero, the
+   image's protection hook protects each through its agent endpoint, and even_odd and fanout
+   succeed on them.
+
+Not here yet: the scale-in back to zero through the drain (README "The control plane on
+containers").
 """
 
 from __future__ import annotations
@@ -104,7 +110,7 @@ def test_migrate_container_exiting_non_zero_is_migration_failed_and_starts_nothi
 
     # THEN the real migrate container exited non-zero and the machine failed as MigrationFailed
     assert (execution.status, execution.error) == ("FAILED", "MigrationFailed"), execution.cause
-    codes = [state.exit_code for state in env.bridge.task_states.values()]
+    codes = env.bridge.one_off_exit_codes()
     assert len(codes) == 1
     assert codes[0] not in (0, None)
     assert f"exited with code {codes[0]}" in (execution.cause or "")
@@ -132,7 +138,7 @@ def test_api_server_never_healthy_times_out_the_health_gate(
     # their containers healthy, and the real gate gave up: HealthGateTimedOut naming the scheduler
     assert (execution.status, execution.error) == ("FAILED", "HealthGateTimedOut"), execution.cause
     assert "scheduler is unhealthy" in (execution.cause or "")
-    assert [state.exit_code for state in env.bridge.task_states.values()][-2:] == [0, 0]
+    assert env.bridge.one_off_exit_codes()[-2:] == [0, 0]
     gate_attempts = sum(1 for kind, _ in env.emulator.faults.slept if kind == "retry")
     assert gate_attempts >= 12
     for key in CORE:
@@ -180,7 +186,7 @@ def test_second_bringup_is_ready_with_every_service_healthy_and_history_kept(
     # GIVEN a hibernated environment with a run recorded before
     assert history.get("even_odd"), "phase 2 recorded no run"
     assert env.bridge.running_containers() == []
-    before = len(env.bridge.tasks)
+    before = len(env.bridge.one_off_exit_codes())
 
     # WHEN bring-up runs again
     execution = env.bringup(bringup_input("test: morning"))
@@ -188,7 +194,7 @@ def test_second_bringup_is_ready_with_every_service_healthy_and_history_kept(
     # THEN it is ready: migrate (a no-op now) and create-user (idempotent) exited 0
     assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
     assert [e["detail-type"] for e in env.emulator.events()][-1] == "Airflow Environment Ready"
-    assert [s.exit_code for s in list(env.bridge.task_states.values())[before:]] == [0, 0]
+    assert env.bridge.one_off_exit_codes()[before:] == [0, 0]
     # AND each core service runs exactly one container, healthy under its own health check,
     # and DescribeServices reports just that
     assert {key: env.counts()[key] for key in CORE} == dict.fromkeys(CORE, (1, 1))
@@ -203,3 +209,73 @@ def test_second_bringup_is_ready_with_every_service_healthy_and_history_kept(
     run = _api(env.stack, f"/api/v2/dags/even_odd/dagRuns/{history['even_odd']}", token=_token(env.stack))
     assert run["dag_run_id"] == history["even_odd"]
     assert env.stack.database.connect().run("SELECT count(*) FROM ab_user WHERE username = 'admin'") == [[1]]
+
+
+def _run_state(env: BridgedEnvironment, dag_id: str, run_id: str) -> str:
+    rows = env.stack.database.connect().run(
+        "SELECT state FROM dag_run WHERE dag_id = :d AND run_id = :r", d=dag_id, r=run_id
+    )
+    return str(rows[0][0]) if rows else "missing"
+
+
+@pytest.mark.timeout(900)
+def test_autoscaler_lambda_starts_worker_containers_that_run_even_odd_and_fanout(
+    env: BridgedEnvironment,
+) -> None:
+    # GIVEN the environment up with no worker, and a run of even_odd and of fanout queued
+    assert env.counts()["worker"] == (0, 0)
+    token = _token(env.stack)
+    runs = {}
+    # fanout over 12 items: more than one worker's concurrency (8), so the queue needs 2 workers
+    confs: dict[str, dict[str, int]] = {"even_odd": {}, "fanout": {"task_count": 12, "sleep_seconds": 1}}
+    for dag_id in ("even_odd", "fanout"):
+
+        def parsed(dag_id: str = dag_id) -> bool:
+            try:
+                _api(env.stack, f"/api/v2/dags/{dag_id}", token=token)
+            except urllib.error.HTTPError:
+                return False
+            return True
+
+        poll_until(parsed, timeout_s=300, interval_s=3, what=f"{dag_id} to be parsed")
+        _api(env.stack, f"/api/v2/dags/{dag_id}", {"is_paused": False}, "PATCH", token)
+        body = {"logical_date": None, "conf": confs[dag_id]}
+        run = _api(env.stack, f"/api/v2/dags/{dag_id}/dagRuns", body, "POST", token)
+        runs[dag_id] = str(run["dag_run_id"])
+
+    # WHEN the autoscaler Lambda's schedule ticks (every few seconds here, every minute on AWS)
+    ticks: list[dict[str, Any]] = []
+
+    def scaled_up() -> bool:
+        ticks.append(env.autoscale())
+        return env.counts()["worker"][0] >= 1
+
+    poll_until(scaled_up, timeout_s=240, interval_s=5, what="the autoscaler to start a worker")
+
+    # THEN it scaled the worker service up from 0 on the queue's demand, with its reason
+    decision = ticks[-1]["decisions"][0]
+    assert (decision["action"], decision["from"], decision["applied"]) == ("scale_up", 0, True), ticks[-1]
+    assert ticks[-1]["errors"] == []
+    # AND the bridge started that many worker containers of the template's worker task definition
+    started = env.bridge.containers_of(env.service_name("worker"))
+    assert len(started) == decision["to"]
+    assert all(w.spec.command[0] == "celery-worker" for w in started)
+
+    # AND both runs succeed on it while the schedule keeps ticking
+    def finished() -> bool:
+        env.autoscale()
+        return all(_run_state(env, d, r) in ("success", "failed") for d, r in runs.items())
+
+    poll_until(finished, timeout_s=600, interval_s=10, what="even_odd and fanout to finish")
+    assert {d: _run_state(env, d, r) for d, r in runs.items()} == {"even_odd": "success", "fanout": "success"}
+    hosts = env.stack.database.connect().run(
+        "SELECT DISTINCT hostname FROM task_instance WHERE run_id IN (:a, :b)",
+        a=runs["even_odd"],
+        b=runs["fanout"],
+    )
+    assert hosts
+    assert all(row[0] for row in hosts)
+    # AND the image's protection hook protected each worker's task through its agent endpoint
+    for worker in env.bridge.containers_of(env.service_name("worker")):
+        requests = env.bridge.agent_of(worker).requests
+        assert ("PUT", {"ProtectionEnabled": True, "ExpiresInMinutes": 60}) in requests, requests[-5:]
