@@ -152,6 +152,11 @@ bench-fuzz: $(DEV_VENV)/.installed ## 2,200 generated malformed events per Lambd
 	FUZZ_EXAMPLES=2200 $(DEV_PY) -m pytest tests/unit/test_handlers_fuzz.py -q -p no:cacheprovider \
 		--hypothesis-show-statistics -W ignore::UserWarning
 
+.PHONY: bench-containers
+bench-containers: venvs ## Bring-up to ready and worker scale-from-zero on the template's containers (image built; ~5 min)
+	AFCTL_REQUIRE_CONTAINERS=1 AIRFLOW_TEST_IMAGE=$(IMAGE) $(DEV_PY) -m pytest -m containers -s -q -p no:cacheprovider \
+		tests/containers/bench_containers.py
+
 .PHONY: bench-image
 bench-image: venvs ## Image cold build and cached rebuild; sam build and sam local invoke, cold and cached (Docker; ~4 min)
 	IMAGE=$(IMAGE) .ci/bench-image.sh

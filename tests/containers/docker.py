@@ -165,7 +165,9 @@ class LocalEcs:
     ) -> RunningContainer:
         name = f"afecs-{self.run_id}-{spec.name}{suffix}"
         plain, secret = self.container_env(spec)
-        plain.update(extra_env or {})
+        for key, value in (extra_env or {}).items():
+            # An override of a secret replaces the secret's value (never put on a command line).
+            (secret if key in secret else plain)[key] = value
         args = [
             "run",
             "--detach",

@@ -231,6 +231,7 @@ class _Faults:
     stalled_services: set[str] = field(default_factory=set)
     lambda_handlers: dict[str, LambdaHandler] = field(default_factory=dict)
     slept: list[tuple[str, float]] = field(default_factory=list)
+    scales: dict[str, float] = field(default_factory=dict)  # "retry"/"wait" -> time scale
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -485,6 +486,13 @@ class Emulator:
     def stall_service(self, key: str) -> None:
         self.faults.stalled_services.add(self.service_names[key])
 
+    def set_time_scale(self, kind: str, scale: float) -> None:
+        """Scale the sleeps of one kind (``retry`` or ``wait``) from now on."""
+        if kind not in ("retry", "wait") or scale < 0:
+            raise ValueError(f"time scale: kind retry or wait and a scale >= 0, got {kind!r}, {scale}")
+        with self.faults.lock:
+            self.faults.scales[kind] = scale
+
     def register_lambda(self, function_name: str, handler: LambdaHandler) -> None:
         self.faults.lambda_handlers[function_name] = handler
 
@@ -714,7 +722,8 @@ def _install_clock(patches: _Patches, faults: _Faults, time_scale: float) -> Non
         def scale(seconds: float) -> float:
             with faults.lock:
                 faults.slept.append((kind, float(seconds)))
-            return max(0.0, float(seconds) * time_scale)
+                factor = faults.scales.get(kind, time_scale)
+            return max(0.0, float(seconds) * factor)
 
         return scale
 
