@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from airflow_control_plane import worker_queues
 from tests.static import rules
 from tests.static.tools import load_template, translate
 
@@ -88,10 +89,10 @@ def test_services_start_hibernated_and_workers_use_their_capacity_provider(templ
     # THEN no service count is written in the template (0 on create, kept on update: see
     # test_template_deploy.py and the moto stack test)
     assert all("ServiceCounts" in json.dumps(s["Properties"]["DesiredCount"]) for s in services.values())
-    # AND each worker slot picks FARGATE or FARGATE_SPOT from its parameter
-    for n in (1, 2, 3):
-        strategy = services[f"Worker{n}Service"]["Properties"]["CapacityProviderStrategy"][0]
-        assert strategy["CapacityProvider"] == {"Fn::If": [f"WorkerSlot{n}Spot", "FARGATE_SPOT", "FARGATE"]}
+    # AND each worker queue's service uses the capacity provider worker_queues.json gives it
+    for queue in worker_queues.load_queues(REPO_ROOT / "worker_queues.json"):
+        strategy = services[queue.service_id]["Properties"]["CapacityProviderStrategy"][0]
+        assert strategy["CapacityProvider"] == queue.capacity_provider
     cluster = template["Resources"]["Cluster"]["Properties"]
     assert cluster["CapacityProviders"] == ["FARGATE", "FARGATE_SPOT"]
 
