@@ -19,7 +19,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from airflow_control_plane.scaling.broker import RedisQueueDepth
+from airflow_control_plane.scaling.broker import BrokerDepth, RedisQueueDepth, SqsQueueDepth
 from airflow_control_plane.scaling.config import AutoscalerConfig
 from airflow_control_plane.scaling.demand import PgDemandReader, connection_kwargs
 from airflow_control_plane.scaling.drain import KombuWorkerControl
@@ -80,6 +80,13 @@ def _db_connector(secret: str) -> Any:
     return connect
 
 
+def build_broker(config: AutoscalerConfig) -> BrokerDepth:
+    """Queue depth from Redis (the broker URL secret) or from SQS (the Lambda's own role)."""
+    if config.broker_transport == "sqs":
+        return SqsQueueDepth(boto3.client("sqs"), queue_name_prefix=config.sqs_queue_prefix)
+    return _SecretBroker(config.broker_url_secret, config.broker_key_prefix)
+
+
 @lru_cache(maxsize=1)
 def build_runtime() -> tuple[AutoscalerConfig, ScalingPorts]:
     """Config and adapters, built once per Lambda container (clients injected into adapters)."""
@@ -88,7 +95,7 @@ def build_runtime() -> tuple[AutoscalerConfig, ScalingPorts]:
     services = EcsWorkerServices(ecs, config.cluster)
     ports = ScalingPorts(
         demand=PgDemandReader(_db_connector(config.metadata_db_secret)),
-        broker=_SecretBroker(config.broker_url_secret, config.broker_key_prefix),
+        broker=build_broker(config),
         services=services,
         memory=EcsTagStore(ecs, config.cluster),
         hibernation=SchedulerStopped(services, config.scheduler_service),
