@@ -123,7 +123,10 @@ def test_production_protects_the_database(template: dict[str, Any]) -> None:
 
 
 def test_broker_url_uses_tls(template: dict[str, Any]) -> None:
-    url = template["Resources"]["BrokerUrlSecret"]["Properties"]["SecretString"]["Fn::Sub"]
+    # the Redis branch (CeleryBroker=redis); the sqs:// branch is HTTPS to SQS by default
+    condition, sqs, redis = template["Resources"]["BrokerUrlSecret"]["Properties"]["SecretString"]["Fn::If"]
+    assert (condition, sqs) == ("BrokerIsSqs", "sqs://")
+    url = redis["Fn::Sub"]
     assert url.startswith("rediss://:")
     assert "ssl_cert_reqs=required" in url
     db_url = template["Resources"]["MetadataDatabaseUrlSecret"]["Properties"]["SecretString"]["Fn::Sub"]

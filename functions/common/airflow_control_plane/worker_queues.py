@@ -209,6 +209,17 @@ def _resources(queue: WorkerQueue) -> list[str]:
         "        Environment:",
         "          - Name: AIRFLOW__CORE__EXECUTOR",
         "            Value: CeleryExecutor",
+        '          # The broker\'s transport options (README "SQS broker"): with CeleryBroker=sqs,',
+        "          # the region, kombu's queue names <env>-<queue> and SQS's longest visibility",
+        "          # timeout (a task's message stays in flight, invisible to other workers, for up",
+        "          # to 12 h until its worker acknowledges it); with Redis, Airflow's own default",
+        "          # visibility timeout and two options the Redis transport ignores.",
+        "          - Name: AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__REGION",
+        "            Value: !Ref AWS::Region",
+        "          - Name: AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__QUEUE_NAME_PREFIX",
+        '            Value: !Sub "${EnvironmentName}-"',
+        "          - Name: AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT",
+        '            Value: !If [BrokerIsSqs, "43200", "86400"]',
         "          - Name: AIRFLOW__CORE__AUTH_MANAGER",
         "            Value: airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
         "          - Name: AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
@@ -274,6 +285,50 @@ def _resources(queue: WorkerQueue) -> list[str]:
     ]
 
 
+# The SQS broker option: SQS's longest visibility timeout (12 h). A task message stays in
+# flight, invisible to other workers, until its worker acknowledges it at the task's end
+# (Airflow acknowledges late): 12 h is how long a task runs before SQS may redeliver it.
+SQS_VISIBILITY_TIMEOUT_S = 43200
+SQS_MAX_RECEIVE_COUNT = 5
+
+
+def _broker_queues(queue: WorkerQueue) -> list[str]:
+    skip = (
+        '      - { id: CKV_AWS_27, comment: "Encrypted at rest with SQS-managed SSE (SqsManagedSseEnabled);'
+        " checkov 3.2.10's rule only recognises KmsMasterKeyId.\" }"
+    )
+    return [
+        f"# Queue {queue.name} on the SQS broker (CeleryBroker=sqs): kombu's name <env>-<queue>.",
+        f"{queue.logical_id}BrokerQueue:",
+        "  Type: AWS::SQS::Queue",
+        "  Condition: BrokerIsSqs",
+        "  Metadata:",
+        "    checkov:",
+        "      skip:",
+        skip,
+        "  Properties:",
+        f'    QueueName: !Sub "${{EnvironmentName}}-{queue.name}"',
+        f"    VisibilityTimeout: {SQS_VISIBILITY_TIMEOUT_S}",
+        "    MessageRetentionPeriod: 345600",
+        "    ReceiveMessageWaitTimeSeconds: 10",
+        "    SqsManagedSseEnabled: true",
+        "    RedrivePolicy:",
+        f"      deadLetterTargetArn: !GetAtt {queue.logical_id}BrokerDeadLetterQueue.Arn",
+        f"      maxReceiveCount: {SQS_MAX_RECEIVE_COUNT}",
+        f"{queue.logical_id}BrokerDeadLetterQueue:",
+        "  Type: AWS::SQS::Queue",
+        "  Condition: BrokerIsSqs",
+        "  Metadata:",
+        "    checkov:",
+        "      skip:",
+        skip,
+        "  Properties:",
+        f'    QueueName: !Sub "${{EnvironmentName}}-{queue.name}-dlq"',
+        "    MessageRetentionPeriod: 1209600",
+        "    SqsManagedSseEnabled: true",
+    ]
+
+
 def _autoscaler_queues(queues: Sequence[WorkerQueue]) -> list[str]:
     entries = ", ".join(
         f'{{"queue": "{q.name}", "service": "${{{q.service_id}.Name}}", "concurrency": {q.concurrency}, '
@@ -299,6 +354,8 @@ BLOCKS: dict[str, Callable[[Sequence[WorkerQueue]], list[str]]] = {
         f'    Names: "{",".join(q.name for q in qs)}"',
     ],
     "resources": lambda qs: [line for q in qs for line in _resources(q)],
+    "broker-queues": lambda qs: [line for q in qs for line in _broker_queues(q)],
+    "broker-queue-arns": lambda qs: [f"- !GetAtt {q.logical_id}BrokerQueue.Arn" for q in qs],
     "service-refs": lambda qs: [f"- !Ref {q.service_id}" for q in qs],
     "service-count-names": lambda qs: [f'{q.logical_id}: !Sub "{_service_name(q)}"' for q in qs],
     "service-count-task-definitions": lambda qs: [f"- !Ref {q.task_definition_id}" for q in qs],
