@@ -185,6 +185,10 @@ sam: $(DEV_VENV)/.installed ## sam validate --lint and sam build (no container)
 	PATH="$(CURDIR)/$(DEV_VENV)/bin:$$PATH" $(DEV_VENV)/bin/sam build --template template.yaml \
 		--build-dir .aws-sam/build --cached --cache-dir .aws-sam/cache
 
+.PHONY: worker-queues
+worker-queues: $(DEV_VENV)/.installed ## Render the worker services of worker_queues.json into template.yaml
+	$(DEV_PY) -m airflow_control_plane.worker_queues template.yaml worker_queues.json
+
 .PHONY: static
 static: $(DEV_VENV)/.installed ## cfn-lint + checkov on the translated template, and the template rules
 	$(DEV_PY) -m tests.static

@@ -19,7 +19,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from airflow_control_plane.metadata_db import connector
-from airflow_control_plane.scaling.broker import RedisQueueDepth
+from airflow_control_plane.scaling.broker import BrokerDepth, RedisQueueDepth, SqsQueueDepth
 from airflow_control_plane.scaling.config import AutoscalerConfig
 from airflow_control_plane.scaling.demand import PgDemandReader
 from airflow_control_plane.scaling.drain import KombuWorkerControl
@@ -77,6 +77,13 @@ class _SecretControl:
         return self._control().resume(queue, hostnames)
 
 
+def build_broker(config: AutoscalerConfig) -> BrokerDepth:
+    """Queue depth from Redis (the broker URL secret) or from SQS (the Lambda's own role)."""
+    if config.broker_transport == "sqs":
+        return SqsQueueDepth(boto3.client("sqs"), queue_name_prefix=config.sqs_queue_prefix)
+    return _SecretBroker(config.broker_url_secret, config.broker_key_prefix)
+
+
 @lru_cache(maxsize=1)
 def build_runtime() -> tuple[AutoscalerConfig, ScalingPorts]:
     """Config and adapters, built once per Lambda container (clients injected into adapters)."""
@@ -85,7 +92,7 @@ def build_runtime() -> tuple[AutoscalerConfig, ScalingPorts]:
     services = EcsWorkerServices(ecs, config.cluster)
     ports = ScalingPorts(
         demand=PgDemandReader(connector(_secret(config.metadata_db_secret).read)),
-        broker=_SecretBroker(config.broker_url_secret, config.broker_key_prefix),
+        broker=build_broker(config),
         services=services,
         memory=EcsTagStore(ecs, config.cluster),
         hibernation=SchedulerStopped(services, config.scheduler_service),

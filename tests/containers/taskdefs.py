@@ -208,6 +208,14 @@ class Resolver:
                 return any(self.resolve(arg))
             if key == "Condition":
                 return self.condition(arg)
+            if key == "Fn::FindInMap":
+                map_name, top, second = (str(self.resolve(part)) for part in arg[:3])
+                try:
+                    return self.template["Mappings"][map_name][top][second]
+                except KeyError:
+                    raise TemplateError(
+                        f"Fn::FindInMap {map_name}/{top}/{second} is not in Mappings"
+                    ) from None
             if key == "Fn::GetAZs":
                 return ["us-east-1a", "us-east-1b"]
             if key.startswith("Fn::"):

@@ -213,6 +213,13 @@ def _moto_copy(translated: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def stack(translated: dict[str, Any]) -> Iterator[tuple[dict[str, Any], set[str]]]:
+    yield from _created_stack(translated, {})
+
+
+def _created_stack(
+    translated: dict[str, Any], parameters: dict[str, str]
+) -> Iterator[tuple[dict[str, Any], set[str]]]:
+    """The translated template created as a stack in moto (extra ``parameters`` on top)."""
     import moto.cloudformation.parsing as parsing
 
     template = _moto_copy(translated)
@@ -259,6 +266,7 @@ def stack(translated: dict[str, Any]) -> Iterator[tuple[dict[str, Any], set[str]
                     {"ParameterKey": "AirflowImageUri", "ParameterValue": IMAGE},
                     {"ParameterKey": "AllowedIngressCidr", "ParameterValue": "203.0.113.0/24"},
                     {"ParameterKey": "CertificateArn", "ParameterValue": certificate},
+                    *({"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()),
                 ],
                 Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
             )

@@ -63,6 +63,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.core.responses import ActionResult
+from moto.ecs import exceptions as ecs_exceptions
 from moto.ecs import models as ecs_models
 from moto.ecs import responses as ecs_responses
 from moto.moto_api import state_manager
@@ -90,6 +91,7 @@ CREATE_USER_CONTAINER = "create-user"
 # Three worker services (one per queue), as the template has with every slot named.
 WORKER_KEYS = ("worker", "worker-reports", "worker-heavy")
 SERVICE_KEYS = ("api-server", "scheduler", "dag-processor", "triggerer", *WORKER_KEYS)
+DESCRIBE_SERVICES_LIMIT = 10
 CAPACITY_REASON = (
     "Capacity is unavailable at this time. Please try again later or in a different availability zone"
 )
@@ -232,6 +234,7 @@ class _Faults:
     lambda_handlers: dict[str, LambdaHandler] = field(default_factory=dict)
     slept: list[tuple[str, float]] = field(default_factory=list)
     scales: dict[str, float] = field(default_factory=dict)  # "retry"/"wait" -> time scale
+    describe_services_sizes: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -320,6 +323,7 @@ class Emulator:
         self.cluster = "airflow-test"
         self.service_names = {key: f"airflow-test-{key}" for key in SERVICE_KEYS}
         self._events_queue_url = ""
+        self._service_template: dict[str, Any] = {}
         self._notifications_queue_url = ""
 
     # -- provisioning ---------------------------------------------------------------------
@@ -369,16 +373,14 @@ class Emulator:
         create_user_def = one_off(
             CREATE_USER_CONTAINER, [{"name": "AIRFLOW_ADMIN_PASSWORD", "valueFrom": secret}]
         )
-        task_def = migrate_def  # the long-running services reuse one definition here
+        self._service_template = {
+            "taskDefinition": migrate_def,  # the long-running services reuse one definition here
+            "desiredCount": 0,
+            "launchType": "FARGATE",
+            "networkConfiguration": {"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [sg]}},
+        }
         for name in self.service_names.values():
-            self.ecs.create_service(
-                cluster=self.cluster,
-                serviceName=name,
-                taskDefinition=task_def,
-                desiredCount=0,
-                launchType="FARGATE",
-                networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [sg]}},
-            )
+            self.ecs.create_service(cluster=self.cluster, serviceName=name, **self._service_template)
         functions = {
             fn: self._create_function(fn, role) for fn in ("bringup-validate", "health-gate", "drain-check")
         }
@@ -504,12 +506,23 @@ class Emulator:
         )
         response.raise_for_status()
 
-    def worker_services(self, minimums: dict[str, int] | None = None) -> str:
+    def add_worker_services(self, keys: list[str]) -> None:
+        """More worker services (one per queue) beside the three every test has."""
+        for key in keys:
+            self.service_names[key] = f"airflow-test-{key}"
+            self.ecs.create_service(
+                cluster=self.cluster, serviceName=self.service_names[key], **self._service_template
+            )
+
+    def worker_keys(self) -> list[str]:
+        return [key for key in self.service_names if key.startswith("worker")]
+
+    def worker_services(self, minimums: dict[str, int] | None = None, keys: list[str] | None = None) -> str:
         """The WorkerServices substitution, shaped as template.yaml composes it."""
         entries = [
             f"{{'queue': '{key.removeprefix('worker').removeprefix('-') or 'default'}', "
             f"'serviceName': '{self.service_names[key]}', 'minimum': {(minimums or {}).get(key, 0)}}}"
-            for key in WORKER_KEYS
+            for key in (WORKER_KEYS if keys is None else keys)
         ]
         return "[" + ", ".join(entries) + "]"
 
@@ -517,10 +530,12 @@ class Emulator:
         self.ecs.update_service(cluster=self.cluster, service=self.service_names[key], desiredCount=desired)
 
     def service_counts(self) -> dict[str, tuple[int, int]]:
-        services = self.ecs.describe_services(
-            cluster=self.cluster, services=list(self.service_names.values())
-        )
-        by_name = {s["serviceName"]: (s["desiredCount"], s["runningCount"]) for s in services["services"]}
+        names = list(self.service_names.values())
+        by_name = {}
+        for start in range(0, len(names), DESCRIBE_SERVICES_LIMIT):
+            chunk = names[start : start + DESCRIBE_SERVICES_LIMIT]
+            for s in self.ecs.describe_services(cluster=self.cluster, services=chunk)["services"]:
+                by_name[s["serviceName"]] = (s["desiredCount"], s["runningCount"])
         return {key: by_name[name] for key, name in self.service_names.items()}
 
     def one_off_commands(self) -> list[list[str]]:
@@ -695,6 +710,19 @@ def _install_ecs_models(patches: _Patches, faults: _Faults) -> None:
         return service
 
     patches.set(backend_cls, "update_service", update_service)
+    original_describe = backend_cls.describe_services
+
+    def describe_services(self: Any, cluster_str: str, service_names_or_arns: list[str]) -> Any:
+        # As ECS: at most 10 services per call (moto itself takes any number).
+        if len(service_names_or_arns) > DESCRIBE_SERVICES_LIMIT:
+            raise ecs_exceptions.InvalidParameterException(
+                f"services can have at most {DESCRIBE_SERVICES_LIMIT} items, got {len(service_names_or_arns)}"
+            )
+        with faults.lock:
+            faults.describe_services_sizes.append(len(service_names_or_arns))
+        return original_describe(self, cluster_str, service_names_or_arns)
+
+    patches.set(backend_cls, "describe_services", describe_services)
 
 
 def _install_lambda(patches: _Patches, faults: _Faults) -> None:

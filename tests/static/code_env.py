@@ -190,6 +190,18 @@ def celery_hook_reads(package_root: Path) -> frozenset[str]:
     return frozenset(names)
 
 
+# Sections the Celery provider passes on whole (``conf.getsection``) instead of declaring
+# each option: [celery_broker_transport_options] becomes kombu's transport options.
+_WHOLE_SECTIONS = {
+    "celery_broker_transport_options": "airflow/providers/celery/executors/default_celery.py",
+}
+
+
+def _reads_whole_section(site_packages: Path, section: str) -> bool:
+    source = site_packages / _WHOLE_SECTIONS[section]
+    return source.is_file() and f'getsection("{section}")' in source.read_text()
+
+
 def unknown_container_variable(
     name: str, site_packages: Path, entrypoint: Path, hook_reads: frozenset[str] = frozenset()
 ) -> str | None:
@@ -199,6 +211,8 @@ def unknown_container_variable(
         if len(parts) != 3 or not parts[1] or not parts[2]:
             return f"{name} is not AIRFLOW__<SECTION>__<KEY>"
         section, option = parts[1].lower(), parts[2].lower()
+        if section in _WHOLE_SECTIONS and _reads_whole_section(site_packages, section):
+            return None  # every key of the section is passed on (kombu's transport options)
         if (section, option) not in airflow_options(site_packages):
             return f"{name}: Airflow and its providers declare no option [{section}] {option}"
         return None

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airflow_control_plane import worker_queues
 from tests.static import rules as template_rules
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -265,9 +266,13 @@ def run_sam_validate(template: Path) -> CheckResult:
     )
 
 
-def run_template_rules(template: Mapping[str, Any], base: Path) -> CheckResult:
+def run_template_rules(
+    template: Mapping[str, Any], base: Path, template_path: Path | None = None
+) -> CheckResult:
     started = time.monotonic()
     violations = tuple(template_rules.all_violations(template, base))
+    if template_path is not None:  # the worker blocks rendered from worker_queues.json
+        violations += tuple(worker_queues.drift(template_path, base / "worker_queues.json"))
     return CheckResult(
         "template rules",
         not violations,
@@ -287,7 +292,7 @@ def run_all(template_path: Path) -> Iterator[CheckResult]:
     yield CheckResult("SAM translation", True, f"wrote {translated}", (), time.monotonic() - started)
     yield run_cfn_lint(translated)
     yield run_checkov(translated)
-    yield run_template_rules(load_template(template_path), template_path.parent)
+    yield run_template_rules(load_template(template_path), template_path.parent, template_path)
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:

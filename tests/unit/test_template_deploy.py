@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from airflow_control_plane import worker_queues
 from airflow_control_plane.local.airflow_env import (
     BUNDLE_REFRESH_CHECK_INTERVAL_S,
     AirflowEnvInputs,
@@ -122,12 +123,10 @@ def test_both_machines_get_every_worker_service_with_its_minimum(template: dict[
         subs = machine["Properties"]["DefinitionSubstitutions"]
         assert "WorkerServiceName" not in subs
         text = json.dumps(subs["WorkerServices"])
-        # THEN each of the three slots is in the list, with its service name and minimum
-        for n in (1, 2, 3):
-            assert f"${{Worker{n}Service.Name}}" in text
-            assert f"'minimum': ${{WorkerQueue{n}Min}}" in text
-        assert "WorkerSlot2Enabled" in text
-        assert "WorkerSlot3Enabled" in text
+        # THEN every queue of worker_queues.json is in the list, with its service name and minimum
+        for queue in worker_queues.load_queues(REPO_ROOT / "worker_queues.json"):
+            assert f"'queue': '{queue.name}', 'serviceName': '${{{queue.service_id}.Name}}'" in text
+            assert f"'minimum': {queue.min_workers}" in text
 
 
 # ------------------------------------------------------------------ 3. schedule names
@@ -274,11 +273,15 @@ def test_db_storage_stays_below_the_autoscaling_maximum(template: dict[str, Any]
 # ------------------------------------------------------------------ 6. default queue
 
 
-def test_tasks_without_a_queue_go_to_worker_slot_one(template: dict[str, Any]) -> None:
+def test_tasks_without_a_queue_go_to_the_first_worker_queue(template: dict[str, Any]) -> None:
     containers = list(rules.airflow_containers(template))
     assert containers
+    first = worker_queues.load_queues(REPO_ROOT / "worker_queues.json")[0].name
+    assert template["Mappings"]["WorkerQueues"]["Airflow"]["DefaultQueue"] == first
     for logical_id, _, container in containers:
-        assert _env(container)["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] == {"Ref": "WorkerQueue1Name"}, logical_id
+        assert _env(container)["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] == {
+            "Fn::FindInMap": ["WorkerQueues", "Airflow", "DefaultQueue"]
+        }, logical_id
 
 
 # ------------------------------------------------------------------ 7. release DAG bundle
@@ -344,9 +347,9 @@ def test_scheduler_wakes_exactly_the_autoscaler(template: dict[str, Any]) -> Non
     autoscaler_name = resources["AutoscalerFunction"]["Properties"]["FunctionName"]
     # THEN the scheduler names the autoscaler function and watches every worker queue
     assert env["AUTOSCALER_WAKEUP_FUNCTION"] == autoscaler_name
-    queues = json.dumps(env["AUTOSCALER_WAKEUP_QUEUES"])
-    for n in (1, 2, 3):
-        assert f"WorkerQueue{n}Name" in queues
+    assert env["AUTOSCALER_WAKEUP_QUEUES"] == {"Fn::FindInMap": ["WorkerQueues", "Airflow", "Names"]}
+    names = template["Mappings"]["WorkerQueues"]["Airflow"]["Names"].split(",")
+    assert names == [q.name for q in worker_queues.load_queues(REPO_ROOT / "worker_queues.json")]
     # AND its own task role may invoke that one function and nothing else
     role_id = scheduler["TaskRoleArn"]["Fn::GetAtt"][0]
     invokes = [

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from airflow_control_plane import worker_queues
 from tests.static import rules
 
 pytestmark = pytest.mark.unit
@@ -77,10 +78,10 @@ def test_services_start_hibernated_and_workers_use_their_capacity_provider(templ
     # THEN no service count is written in the template (0 on create, kept on update: see
     # test_template_deploy.py and the moto stack test)
     assert all("ServiceCounts" in json.dumps(s["Properties"]["DesiredCount"]) for s in services.values())
-    # AND each worker slot picks FARGATE or FARGATE_SPOT from its parameter
-    for n in (1, 2, 3):
-        strategy = services[f"Worker{n}Service"]["Properties"]["CapacityProviderStrategy"][0]
-        assert strategy["CapacityProvider"] == {"Fn::If": [f"WorkerSlot{n}Spot", "FARGATE_SPOT", "FARGATE"]}
+    # AND each worker queue's service uses the capacity provider worker_queues.json gives it
+    for queue in worker_queues.load_queues(REPO_ROOT / "worker_queues.json"):
+        strategy = services[queue.service_id]["Properties"]["CapacityProviderStrategy"][0]
+        assert strategy["CapacityProvider"] == queue.capacity_provider
     cluster = template["Resources"]["Cluster"]["Properties"]
     assert cluster["CapacityProviders"] == ["FARGATE", "FARGATE_SPOT"]
 
@@ -111,7 +112,10 @@ def test_production_protects_the_database(template: dict[str, Any]) -> None:
 
 
 def test_broker_url_uses_tls(template: dict[str, Any]) -> None:
-    url = template["Resources"]["BrokerUrlSecret"]["Properties"]["SecretString"]["Fn::Sub"]
+    # the Redis branch (CeleryBroker=redis); the sqs:// branch is HTTPS to SQS by default
+    condition, sqs, redis = template["Resources"]["BrokerUrlSecret"]["Properties"]["SecretString"]["Fn::If"]
+    assert (condition, sqs) == ("BrokerIsSqs", "sqs://")
+    url = redis["Fn::Sub"]
     assert url.startswith("rediss://:")
     assert "ssl_cert_reqs=required" in url
     db_url = template["Resources"]["MetadataDatabaseUrlSecret"]["Properties"]["SecretString"]["Fn::Sub"]

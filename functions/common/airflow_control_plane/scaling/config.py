@@ -154,6 +154,10 @@ class AutoscalerConfig:
     broker_url_secret: str
     event_bus: str = "default"
     broker_key_prefix: str = ""
+    # "redis" (default): queue depth from the broker URL secret's Redis; "sqs": from the SQS
+    # queues kombu's SQS transport uses (<sqs_queue_prefix><queue>), with the Lambda's role.
+    broker_transport: str = "redis"
+    sqs_queue_prefix: str = ""
     dry_run: bool = False
     interval_s: float = 60.0  # the schedule's period: the policy's next chance to act
 
@@ -168,11 +172,22 @@ class AutoscalerConfig:
             broker_url_secret=require_str("BROKER_URL_SECRET_ARN", env),
             event_bus=optional_str("EVENT_BUS_NAME", "default", env),
             broker_key_prefix=optional_str("BROKER_KEY_PREFIX", "", env),
+            broker_transport=_transport(optional_str("BROKER_TRANSPORT", "redis", env)),
+            sqs_queue_prefix=optional_str("SQS_QUEUE_PREFIX", "", env),
             dry_run=optional_bool("DRY_RUN", False, env),
             interval_s=_positive_float(
                 "SCALER_INTERVAL_SECONDS", optional_str("SCALER_INTERVAL_SECONDS", "60", env)
             ),
         )
+
+
+BROKER_TRANSPORTS = ("redis", "sqs")
+
+
+def _transport(raw: str) -> str:
+    if raw not in BROKER_TRANSPORTS:
+        raise ConfigError(f"BROKER_TRANSPORT must be one of {BROKER_TRANSPORTS}, got {raw!r}")
+    return raw
 
 
 def _positive_float(name: str, raw: str) -> float:
