@@ -17,7 +17,7 @@ from airflow_control_plane.bringup.steps import HIBERNATE_ORDER, HibernateStep
 from airflow_control_plane.errors import ControlPlaneError
 from airflow_control_plane.local import autoscaler as local_autoscaler
 from airflow_control_plane.local import backing, lease, metadata_db, proc
-from airflow_control_plane.local.airflow_env import STATE_MARKER_ENV, WORKER_SERVICE
+from airflow_control_plane.local.airflow_env import FLOWER_SERVICE, STATE_MARKER_ENV, WORKER_SERVICE
 from airflow_control_plane.local.decisions import decide_drain
 from airflow_control_plane.local.ecs import LocalEcs
 from airflow_control_plane.local.runtime_state import RuntimeState
@@ -54,6 +54,8 @@ class Hibernate:
                 reporter.run(step, self.drain_tasks)
             elif step is HibernateStep.ANNOUNCE_HIBERNATED:
                 reporter.run(step, self.announce_hibernated)
+            elif step is HibernateStep.STOP_WORKERS:
+                reporter.run(step, self.stop_workers)
             else:
                 service = _STOP_STEPS[step]
                 reporter.run(step, lambda service=service: self.stop_service(service))  # type: ignore[misc]
@@ -70,6 +72,13 @@ class Hibernate:
         grace = self.settings.stop_grace_s + 30.0
         note = local_autoscaler.stop(self.ecs, self.settings.paths, timeout_s=grace)
         return f"supervisor runs for {self.settings.paths.root}; {note}"
+
+    def stop_workers(self) -> str:
+        """The workers, then Flower when it runs (AFCTL_FLOWER), as the AWS machine's AddOnServices."""
+        note = self.stop_service(WORKER_SERVICE)
+        if self.running and any(s.name == FLOWER_SERVICE for s in self.ecs.describe()):
+            note += "; " + self.stop_service(FLOWER_SERVICE)
+        return note
 
     def stop_service(self, service: str) -> str:
         if not self.running:
