@@ -25,6 +25,7 @@ drops a task definition's ExecutionRoleArn, so those are checked by the template
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import json
@@ -218,6 +219,15 @@ def translated() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def stack(translated: dict[str, Any]) -> Iterator[tuple[dict[str, Any], set[str]]]:
+    with created_stack(translated) as created:
+        yield created
+
+
+@contextlib.contextmanager
+def created_stack(
+    translated: dict[str, Any], extra_parameters: dict[str, str] | None = None
+) -> Iterator[tuple[dict[str, Any], set[str]]]:
+    """The stack created in moto with the default parameters, plus ``extra_parameters``."""
     import moto.cloudformation.parsing as parsing
 
     template = _moto_copy(translated)
@@ -264,6 +274,7 @@ def stack(translated: dict[str, Any]) -> Iterator[tuple[dict[str, Any], set[str]
                     {"ParameterKey": "AirflowImageUri", "ParameterValue": IMAGE},
                     {"ParameterKey": "AllowedIngressCidr", "ParameterValue": "203.0.113.0/24"},
                     {"ParameterKey": "CertificateArn", "ParameterValue": certificate},
+                    *({"ParameterKey": k, "ParameterValue": v} for k, v in (extra_parameters or {}).items()),
                 ],
                 Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
             )
