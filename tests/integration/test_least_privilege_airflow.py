@@ -126,6 +126,13 @@ def local_values(stack: Stack) -> dict[str, str]:
         ),
         "AUTOSCALER_WAKEUP_FUNCTION": "",  # no Lambda here: the hook stays off
         "AUTOSCALER_WAKEUP_QUEUES": "default",
+        # EcsExecutorEnabled's default (false): Celery alone; its RunTask settings stay unread.
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__AWS_ECS_EXECUTOR__CLUSTER": "airflow-dev",
+        "AIRFLOW__AWS_ECS_EXECUTOR__TASK_DEFINITION": "",
+        "AIRFLOW__AWS_ECS_EXECUTOR__SUBNETS": "subnet-1,subnet-2",
+        "AIRFLOW__AWS_ECS_EXECUTOR__SECURITY_GROUPS": "sg-1",
+        "AIRFLOW__AWS_ECS_EXECUTOR__REGION_NAME": "us-east-1",
     }
 
 
