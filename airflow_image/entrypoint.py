@@ -3,6 +3,8 @@
 
     entrypoint.py api-server | scheduler | dag-processor | triggerer
     entrypoint.py celery-worker [--queues default,heavy]
+    entrypoint.py flower                            (Celery monitoring, always behind basic auth)
+    entrypoint.py ecs-task <command>                (one task instance run by the AwsEcsExecutor)
     entrypoint.py db-migrate | create-user          (one-off jobs, idempotent)
     entrypoint.py healthcheck [<role>]              (role defaults to the one this container runs)
 
@@ -42,9 +44,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
-LONG_RUNNING_ROLES = ("api-server", "scheduler", "dag-processor", "triggerer", "celery-worker")
+LONG_RUNNING_ROLES = ("api-server", "scheduler", "dag-processor", "triggerer", "celery-worker", "flower")
 ONE_OFF_ROLES = ("db-migrate", "create-user")
-ROLES = (*LONG_RUNNING_ROLES, *ONE_OFF_ROLES, "healthcheck")
+# Run by the AwsEcsExecutor: the task definition's entry point ends in this role and the
+# executor's container override supplies the command (the task instance to run).
+ECS_TASK_ROLE = "ecs-task"
+ROLES = (*LONG_RUNNING_ROLES, *ONE_OFF_ROLES, ECS_TASK_ROLE, "healthcheck")
 
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 CELERY_APP = "airflow.providers.celery.executors.celery_executor.app"
@@ -75,6 +80,18 @@ WORKER_FORBIDDEN_ENV_VARS = (
     "AIRFLOW__API__SECRET_KEY_SECRET",
 )
 RESULT_BACKEND_ENV = "AIRFLOW__CELERY__RESULT_BACKEND"
+# Flower: never started without basic auth. Either the whole user:password value (Airflow's
+# own setting) or a user and a password (from the Secrets Manager secret's JSON keys) that the
+# entrypoint joins into it in the child's environment only.
+FLOWER_BASIC_AUTH_ENV = "AIRFLOW__CELERY__FLOWER_BASIC_AUTH"
+FLOWER_USER_ENV = "AIRFLOW_FLOWER_USERNAME"
+FLOWER_PASSWORD_ENV = "AIRFLOW_FLOWER_PASSWORD"  # noqa: S105 - the variable name, not a password
+DEFAULT_FLOWER_PORT = 5555
+DEFAULT_FLOWER_URL_PREFIX = "/flower"
+_URL_PREFIX = re.compile(r"/[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
+# What the AwsEcsExecutor (apache-airflow-providers-amazon, Airflow 3) puts in the container
+# override: the Task SDK runs one workload given as JSON (it carries the task's API token).
+ECS_WORKLOAD_COMMAND = ("python", "-m", "airflow.sdk.execution_time.execute_workload", "--json-string")
 EXECUTION_API_ENV = "AIRFLOW__CORE__EXECUTION_API_SERVER_URL"
 # A SQLite file under /dev/null can never be created: anything on a worker that reaches for the
 # metadata database fails at once ("unable to open database file") instead of silently writing
@@ -217,6 +234,11 @@ class Plan:
     env_unset: tuple[str, ...] = SECRET_ENV_VARS
     role_file: str | None = None  # where main() records the role for `healthcheck` without one
     warnings: tuple[str, ...] = ()
+    # (user variable, password variable) joined into FLOWER_BASIC_AUTH_ENV in the child's
+    # environment; the password never enters the plan.
+    flower_auth_from: tuple[str, str] | None = None
+    # What the log shows instead of exec_argv when the command carries a secret.
+    exec_display: str | None = None
 
 
 # --- the decision -------------------------------------------------------------------------------
@@ -230,6 +252,10 @@ def plan(role: str, args: Sequence[str], env: Mapping[str, str]) -> Plan:
         return _plan_healthcheck(args, env)
     if role == "celery-worker":
         return _plan_worker(args, env)
+    if role == "flower":
+        return _plan_flower(args, env)
+    if role == ECS_TASK_ROLE:
+        return _plan_ecs_task(args, env)
     _require_database(env)
     if role == "db-migrate":
         _no_args(role, args)
@@ -285,22 +311,141 @@ def _plan_worker(args: Sequence[str], env: Mapping[str, str]) -> Plan:
     )
 
 
-def _refuse_worker_secrets(env: Mapping[str, str]) -> None:
+def _refuse_worker_secrets(env: Mapping[str, str], role: str = "celery-worker") -> None:
+    _refuse_forbidden(env, role, "runs DAG code")
+    if not env.get(EXECUTION_API_ENV, "").strip():
+        raise PlanError(
+            f"{role} needs {EXECUTION_API_ENV} (the api-server's /execution/ URL, reachable from the task)"
+        )
+
+
+def _refuse_forbidden(env: Mapping[str, str], role: str, why: str) -> None:
     carried = [name for name in WORKER_FORBIDDEN_ENV_VARS if env.get(name, "").strip()]
     if env.get(RESULT_BACKEND_ENV, "").strip().lower().startswith("db+"):
         carried.append(f"{RESULT_BACKEND_ENV} (a database result backend)")
     if carried:
         # Names only: the values are secrets.
         raise PlanError(
-            "celery-worker runs DAG code and must not carry "
+            f"{role} {why} and must not carry "
             + ", ".join(carried)
-            + ": workers reach Airflow through the Task Execution API only (use a Redis result backend)"
+            + ": it reaches Airflow through the Task Execution API or the broker only"
+            + " (use a Redis result backend)"
         )
-    if not env.get(EXECUTION_API_ENV, "").strip():
+
+
+def _plan_flower(args: Sequence[str], env: Mapping[str, str]) -> Plan:
+    """Flower watches Celery through the broker: no metadata database, no keys, and never open.
+
+    Basic auth is mandatory: ``AIRFLOW__CELERY__FLOWER_BASIC_AUTH`` (user:password), or
+    ``AIRFLOW_FLOWER_USERNAME`` and ``AIRFLOW_FLOWER_PASSWORD`` (the template injects both from
+    one Secrets Manager secret). It serves under a path prefix (``AIRFLOW_FLOWER_URL_PREFIX``,
+    default /flower) so the load balancer can route that path to it.
+    """
+    _no_args("flower", args)
+    _refuse_forbidden(env, "flower", "only watches Celery")
+    if not env.get("AIRFLOW__CELERY__BROKER_URL", "").strip():
         raise PlanError(
-            f"celery-worker needs {EXECUTION_API_ENV} "
-            "(the api-server's /execution/ URL, reachable from the worker)"
+            "flower needs AIRFLOW__CELERY__BROKER_URL (it reads the workers' events from the broker)"
         )
+    auth_from: tuple[str, str] | None = None
+    if env.get(FLOWER_BASIC_AUTH_ENV, "").strip():
+        _check_basic_auth(env[FLOWER_BASIC_AUTH_ENV].strip(), FLOWER_BASIC_AUTH_ENV)
+        auth = f"basic auth from {FLOWER_BASIC_AUTH_ENV}"
+    else:
+        user = env.get(FLOWER_USER_ENV, "").strip()
+        password = env.get(FLOWER_PASSWORD_ENV, "")
+        if not user or not password:
+            raise PlanError(
+                f"flower is never started open: set {FLOWER_BASIC_AUTH_ENV} (user:password) or "
+                f"{FLOWER_USER_ENV} and {FLOWER_PASSWORD_ENV} (inject them from Secrets Manager)"
+            )
+        if not _USERNAME.fullmatch(user):
+            raise PlanError(f"{FLOWER_USER_ENV} must match {_USERNAME.pattern}, got {user!r}")
+        _check_basic_auth(f"{user}:{password}", FLOWER_PASSWORD_ENV)
+        auth_from = (FLOWER_USER_ENV, FLOWER_PASSWORD_ENV)
+        auth = f"basic auth for user {user!r}"
+    port = _int(env, "AIRFLOW_FLOWER_PORT", DEFAULT_FLOWER_PORT, minimum=1)
+    if port > 65535:
+        raise PlanError(f"AIRFLOW_FLOWER_PORT must be a TCP port, got {port}")
+    prefix = _flower_url_prefix(env)
+    exec_argv = (
+        "airflow",
+        "celery",
+        "flower",
+        "--hostname",
+        env.get("AIRFLOW_FLOWER_HOSTNAME", "").strip() or "0.0.0.0",  # noqa: S104 - the ALB reaches the task's address
+        "--port",
+        str(port),
+        "--url-prefix",
+        prefix.strip("/"),
+    )
+    return Plan(
+        role="flower",
+        reason=f"long-running: start Flower on port {port} under {prefix} with {auth} "
+        "(broker only, no database)",
+        exec_argv=exec_argv,
+        env_set=((DATABASE_ENV_VARS[0], WORKER_NO_DATABASE_URL),),
+        env_unset=(*SECRET_ENV_VARS, FLOWER_PASSWORD_ENV),
+        role_file=_role_file(env),
+        flower_auth_from=auth_from,
+    )
+
+
+def _check_basic_auth(value: str, name: str) -> None:
+    # Flower splits the setting on "," (several users) and each pair on the first ":".
+    pairs = value.split(",")
+    for pair in pairs:
+        user, sep, password = pair.partition(":")
+        if not sep or not user or not password or any(c.isspace() for c in pair):
+            # The value is not shown: it holds a password.
+            raise PlanError(
+                f"{name}: basic auth must be user:password[,user2:password2] without spaces (value not shown)"
+            )
+
+
+def _flower_url_prefix(env: Mapping[str, str]) -> str:
+    prefix = env.get("AIRFLOW_FLOWER_URL_PREFIX", "").strip() or DEFAULT_FLOWER_URL_PREFIX
+    if not _URL_PREFIX.fullmatch(prefix):
+        raise PlanError(
+            f"AIRFLOW_FLOWER_URL_PREFIX must look like /flower (letters, digits, _ and -), got {prefix!r}"
+        )
+    return prefix
+
+
+def _plan_ecs_task(args: Sequence[str], env: Mapping[str, str]) -> Plan:
+    """One task instance in its own Fargate task, started by the AwsEcsExecutor.
+
+    Like a Celery worker it runs DAG code, so it gets no database and no keys: the Task SDK
+    reaches Airflow through the Task Execution API with the token inside the workload. The
+    command is the one the executor passes (``python -m airflow.sdk.execution_time.execute_workload
+    --json-string <workload>``); anything else is refused, so the task definition cannot be used
+    to run an arbitrary program. The workload JSON is never logged (it carries the token).
+    """
+    _refuse_worker_secrets(env, ECS_TASK_ROLE)
+    command = tuple(args)
+    n = len(ECS_WORKLOAD_COMMAND)
+    if command[:n] != ECS_WORKLOAD_COMMAND or len(command) != n + 1:
+        shown = shlex.join(command[:n]) if command else "nothing"
+        raise PlanError(
+            f"{ECS_TASK_ROLE} runs only the AwsEcsExecutor's command "
+            f"({shlex.join(ECS_WORKLOAD_COMMAND)} <workload JSON>), got {shown}"
+        )
+    try:
+        workload = json.loads(command[n])
+        ti = workload["ti"]
+        what = f"{ti['dag_id']}.{ti['task_id']} (run {ti['run_id']}, try {ti['try_number']})"
+    except (ValueError, KeyError, TypeError):
+        raise PlanError(
+            f"{ECS_TASK_ROLE}: the workload is not the executor's JSON (value not shown)"
+        ) from None
+    return Plan(
+        role=ECS_TASK_ROLE,
+        reason=f"one-off: run task instance {what} through {env[EXECUTION_API_ENV].strip()} "
+        "(no metadata database)",
+        exec_argv=command,
+        env_set=((DATABASE_ENV_VARS[0], WORKER_NO_DATABASE_URL),),
+        exec_display=shlex.join(ECS_WORKLOAD_COMMAND) + " <workload JSON, not shown>",
+    )
 
 
 def worker_node(env: Mapping[str, str]) -> str:
@@ -460,6 +605,11 @@ def _plan_healthcheck(args: Sequence[str], env: Mapping[str, str]) -> Plan:
             steps=(step,),
             env_set=((DATABASE_ENV_VARS[0], WORKER_NO_DATABASE_URL),),
         )
+    elif target == "flower":
+        port = _int(env, "AIRFLOW_FLOWER_PORT", DEFAULT_FLOWER_PORT, minimum=1)
+        # Flower's /healthcheck answers "OK" without authentication (it reveals nothing else).
+        step = HttpCheck(f"http://127.0.0.1:{port}{_flower_url_prefix(env)}/healthcheck")
+        reason = "flower: its health check answers 200"
     elif target in JOB_TYPES:
         job_type = JOB_TYPES[target]
         timeout = _healthcheck_timeout(env)
@@ -554,8 +704,11 @@ USAGE = """usage: entrypoint.py ROLE [ARGS]
 long-running roles (wait for migrations, then become the Airflow process):
   api-server | scheduler | dag-processor | triggerer
   celery-worker [--queues Q1,Q2]
+  flower                 (needs basic auth: AIRFLOW__CELERY__FLOWER_BASIC_AUTH, or
+                          AIRFLOW_FLOWER_USERNAME and AIRFLOW_FLOWER_PASSWORD)
 one-off jobs (idempotent):
   db-migrate | create-user
+  ecs-task COMMAND       (the AwsEcsExecutor's command for one task instance)
 health (0 = healthy, 1 = unhealthy; ROLE defaults to the role this container runs):
   healthcheck [ROLE]
 """
@@ -568,6 +721,9 @@ def _say(message: str) -> None:
 def _child_env(p: Plan, env: Mapping[str, str]) -> dict[str, str]:
     child = {k: v for k, v in env.items() if k not in p.env_unset}
     child.update(p.env_set)
+    if p.flower_auth_from is not None:
+        user_var, password_var = p.flower_auth_from
+        child[FLOWER_BASIC_AUTH_ENV] = f"{env[user_var].strip()}:{env[password_var]}"
     return child
 
 
@@ -764,7 +920,7 @@ def execute(p: Plan, env: Mapping[str, str]) -> int:
     if p.exec_argv is None:
         _say(f"{p.role}: done")
         return 0
-    _say(f"exec: {shlex.join(p.exec_argv)}")
+    _say(f"exec: {p.exec_display or shlex.join(p.exec_argv)}")
     try:
         os.execvpe(p.exec_argv[0], list(p.exec_argv), child_env)  # noqa: S606 - argv list, no shell
     except OSError as exc:

@@ -25,6 +25,7 @@ drops a task definition's ExecutionRoleArn, so those are checked by the template
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import json
@@ -213,13 +214,23 @@ def _moto_copy(translated: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def stack(translated: dict[str, Any]) -> Iterator[tuple[dict[str, Any], set[str]]]:
-    yield from _created_stack(translated, {})
+    with created_stack(translated) as created:
+        yield created
 
 
 def _created_stack(
     translated: dict[str, Any], parameters: dict[str, str]
 ) -> Iterator[tuple[dict[str, Any], set[str]]]:
-    """The translated template created as a stack in moto (extra ``parameters`` on top)."""
+    """As a fixture's generator: the stack with extra ``parameters``."""
+    with created_stack(translated, parameters) as created:
+        yield created
+
+
+@contextlib.contextmanager
+def created_stack(
+    translated: dict[str, Any], extra_parameters: dict[str, str] | None = None
+) -> Iterator[tuple[dict[str, Any], set[str]]]:
+    """The stack created in moto with the default parameters, plus ``extra_parameters``."""
     import moto.cloudformation.parsing as parsing
 
     template = _moto_copy(translated)
@@ -266,7 +277,7 @@ def _created_stack(
                     {"ParameterKey": "AirflowImageUri", "ParameterValue": IMAGE},
                     {"ParameterKey": "AllowedIngressCidr", "ParameterValue": "203.0.113.0/24"},
                     {"ParameterKey": "CertificateArn", "ParameterValue": certificate},
-                    *({"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()),
+                    *({"ParameterKey": k, "ParameterValue": v} for k, v in (extra_parameters or {}).items()),
                 ],
                 Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
             )

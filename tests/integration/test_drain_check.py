@@ -61,6 +61,22 @@ def test_counts_running_and_queued_only(airflow_db: PostgresDatabase, task_insta
     assert counter.count_active() == ActiveTaskInstances(running=2, queued=3)
 
 
+def test_tasks_of_the_ecs_executor_keep_hibernate_waiting(
+    airflow_db: PostgresDatabase, task_instances: Any
+) -> None:
+    # GIVEN one task instance running in its own Fargate task (AwsEcsExecutor) and one queued for it
+    task_instances("running", "queued")
+    connection = airflow_db.connect()
+    try:
+        connection.run("UPDATE task_instance SET executor = 'AwsEcsExecutor' WHERE dag_id = 'drain_dag'")
+    finally:
+        connection.close()
+    # WHEN the drain step counts THEN they count like Celery's: hibernate waits for them
+    counts = PostgresTaskInstanceCounter(airflow_db.connect).count_active()
+    assert counts == ActiveTaskInstances(running=1, queued=1)
+    assert decide_drain(counts, attempt=1, max_polls=5, force=False).action.value == "wait"
+
+
 def test_an_idle_database_is_drained(airflow_db: PostgresDatabase, task_instances: Any) -> None:
     # GIVEN only finished task instances
     task_instances("success", "upstream_failed", "skipped")

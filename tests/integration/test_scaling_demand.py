@@ -99,6 +99,32 @@ def test_task_counts_are_queued_and_running_per_queue(airflow_db: PostgresDataba
     assert counts["etl"] == TaskCounts(queued=2 + 5, running=2)
 
 
+def test_tasks_of_another_executor_never_count_as_worker_demand(airflow_db: PostgresDatabase) -> None:
+    # GIVEN task instances on the etl queue that run in their own Fargate task (AwsEcsExecutor),
+    # and one that names Celery explicitly
+    before = PgDemandReader.from_dsn(airflow_db.dsn).task_counts()
+    conn = airflow_db.connect()
+    try:
+        for index, (executor, state) in enumerate(
+            [("AwsEcsExecutor", "queued"), ("AwsEcsExecutor", "running"), ("CeleryExecutor", "queued")]
+        ):
+            conn.run(
+                "INSERT INTO task_instance (id, dag_id, run_id, task_id, map_index, state, queue, try_number,"
+                " pool, pool_slots, executor) VALUES (gen_random_uuid(), 'etl_daily', 'latest', :task, -1,"
+                " :state, 'etl', 1, 'default_pool', 1, :executor)",
+                task=f"executor_{index}",
+                state=state,
+                executor=executor,
+            )
+        # WHEN the autoscaler's reader counts
+        after = PgDemandReader.from_dsn(airflow_db.dsn).task_counts()
+    finally:
+        conn.run("DELETE FROM task_instance WHERE task_id LIKE 'executor_%'")
+        conn.close()
+    # THEN only the Celery one is worker demand (a worker would never get the others)
+    assert after["etl"] == TaskCounts(queued=before["etl"].queued + 1, running=before["etl"].running)
+
+
 def test_task_count_query_uses_the_state_index(airflow_db: PostgresDatabase) -> None:
     # GIVEN a task_instance table of some 50,000 rows, analyzed
     conn = airflow_db.connect()

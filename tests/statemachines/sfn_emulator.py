@@ -398,6 +398,7 @@ class Emulator:
             "DagProcessorServiceName": self.service_names["dag-processor"],
             "TriggererServiceName": self.service_names["triggerer"],
             "WorkerServices": self.worker_services(),
+            "AddOnServices": "[]",  # the default stack: no optional service (Flower off)
             "ValidateFunctionArn": functions["bringup-validate"],
             "HealthGateFunctionArn": functions["health-gate"],
             "DrainCheckFunctionArn": functions["drain-check"],

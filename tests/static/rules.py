@@ -49,6 +49,12 @@ ROLE_SECRETS: Mapping[str, frozenset[str]] = {
     "celery-worker": frozenset({"AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND"}),
     "db-migrate": frozenset({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_READONLY_DB_PASSWORD"}),
     "create-user": frozenset({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_ADMIN_PASSWORD"}),
+    # Optional roles: Flower reads the broker behind its basic auth; a task run by the
+    # AwsEcsExecutor reaches Airflow through the Task Execution API with its own token only.
+    "flower": frozenset(
+        {"AIRFLOW__CELERY__BROKER_URL", "AIRFLOW_FLOWER_USERNAME", "AIRFLOW_FLOWER_PASSWORD"}
+    ),
+    "ecs-task": frozenset(),
 }
 AIRFLOW_SECRETS = _CORE
 ADMIN_PASSWORD = "AIRFLOW_ADMIN_PASSWORD"
@@ -115,6 +121,18 @@ def airflow_containers(template: Template) -> Iterator[tuple[str, dict[str, Any]
 def _command(container: Mapping[str, Any]) -> list[Any]:
     command = container.get("Command") or []
     return command if isinstance(command, list) else [command]
+
+
+def _role(container: Mapping[str, Any]) -> str:
+    """The image role a container runs: the command's first word, or the last word of an entry
+    point that ends in the role (the AwsEcsExecutor's command override replaces the command)."""
+    command = _command(container)
+    if command:
+        return str(command[0])
+    entry = container.get("EntryPoint") or []
+    if isinstance(entry, list) and len(entry) >= 2 and str(entry[-2]).endswith("/entrypoint.py"):
+        return str(entry[-1])
+    return ""
 
 
 def _is_worker(container: Mapping[str, Any]) -> bool:
@@ -197,7 +215,7 @@ def secrets_by_role(template: Template, base: Path) -> list[str]:
         return ["no Airflow task definition (container image !Ref AirflowImageUri) found"]
     for logical_id, _, container in airflow:
         secrets = {str(s.get("Name")): _key(s.get("ValueFrom")) for s in container.get("Secrets") or []}
-        role = str(_command(container)[:1][0]) if _command(container) else ""
+        role = _role(container)
         allowed = ROLE_SECRETS.get(role)
         if allowed is None:
             found.append(f"{logical_id}: unknown role {role!r}: no secret allow-list")
@@ -220,8 +238,10 @@ def execution_role_is_not_task_role(template: Template, base: Path) -> list[str]
     for logical_id, resource in resources(template, "AWS::ECS::TaskDefinition"):
         p = props(resource)
         execution, task = p.get("ExecutionRoleArn"), p.get("TaskRoleArn")
-        if execution is None or task is None:
-            found.append(f"{logical_id}: needs both ExecutionRoleArn and TaskRoleArn")
+        if execution is None:
+            found.append(f"{logical_id}: needs an ExecutionRoleArn (and a separate TaskRoleArn, or none)")
+        elif task is None:
+            continue  # no task role: the task's code gets no AWS permission at all (Flower)
         elif _key(execution) == _key(task) or _ref(execution) == _ref(task):
             found.append(f"{logical_id}: the execution role is also the task role")
     return found

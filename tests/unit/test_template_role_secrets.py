@@ -30,6 +30,9 @@ ALLOWED: dict[str, set[str]] = {
     "celery-worker": {"AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND"},
     "db-migrate": {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_READONLY_DB_PASSWORD"},
     "create-user": {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_ADMIN_PASSWORD"},
+    # Optional: Flower (the broker and its basic-auth pair), a task of the AwsEcsExecutor (none).
+    "flower": {"AIRFLOW__CELERY__BROKER_URL", "AIRFLOW_FLOWER_USERNAME", "AIRFLOW_FLOWER_PASSWORD"},
+    "ecs-task": set(),
 }
 for _core in ("scheduler", "dag-processor", "triggerer"):
     ALLOWED[_core] = ALLOWED["api-server"]
@@ -48,7 +51,7 @@ def containers_by_role(translated: dict[str, Any]) -> dict[str, list[tuple[str, 
         if resource["Type"] != "AWS::ECS::TaskDefinition":
             continue
         for container in resource["Properties"]["ContainerDefinitions"]:
-            found.setdefault(str(container["Command"][0]), []).append((logical_id, container))
+            found.setdefault(rules._role(container), []).append((logical_id, container))
     return found
 
 
@@ -83,7 +86,7 @@ def test_no_container_carries_a_secret_in_plain_environment(translated: dict[str
             # THEN no secret-bearing name is there (it would bypass the allow-list), and a worker
             # has none of the names its entrypoint refuses
             assert not {n for n in names if rules.SECRET_LIKE_NAME.search(n)}, (logical_id, role)
-            if role == "celery-worker":
+            if role in ("celery-worker", "ecs-task", "flower"):
                 assert not names & WORKER_FORBIDDEN, logical_id
 
 
@@ -110,7 +113,8 @@ def test_the_execution_role_reads_only_secrets_some_container_holds(translated: 
     }
     (policy,) = resources["TaskExecutionRole"]["Properties"]["Policies"]
     (inject,) = [s for s in policy["PolicyDocument"]["Statement"] if s.get("Sid") == "InjectAirflowSecrets"]
-    readable = {r["Ref"] for r in inject["Resource"]}
+    # (a conditional secret, !If [Condition, !Ref S, NoValue], is readable when it exists)
+    readable = {r["Ref"] if "Ref" in r else r["Fn::If"][1]["Ref"] for r in inject["Resource"]}
     # THEN it can read exactly those (nothing more)
     assert readable == held
 

@@ -24,7 +24,10 @@ ROLES = (
     "celery-worker",
     "db-migrate",
     "create-user",
+    "flower",  # FlowerEnabled
+    "ecs-task",  # EcsExecutorEnabled: the entry point ends in the role (the executor overrides the command)
 )
+CELERY_AND_ECS = "CeleryExecutor,airflow.providers.amazon.aws.executors.ecs.ecs_executor.AwsEcsExecutor"
 
 
 def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -40,7 +43,7 @@ def test_layer_is_kept_as_the_foundation_defined_it(template: dict[str, Any]) ->
 
 def test_one_task_definition_per_role_from_the_one_image(template: dict[str, Any]) -> None:
     # GIVEN every Airflow container WHEN we read the role it runs (its command's first word)
-    commands = [c["Command"][0] for _, _, c in rules.airflow_containers(template)]
+    commands = [rules._role(c) for _, _, c in rules.airflow_containers(template)]
     # THEN each role has a task definition, and every one uses the AirflowImageUri parameter
     assert set(commands) == set(ROLES)
     assert all(c["Image"] == {"Ref": "AirflowImageUri"} for _, _, c in rules.containers(template))
@@ -48,9 +51,16 @@ def test_one_task_definition_per_role_from_the_one_image(template: dict[str, Any
 
 def test_airflow_settings_every_component_needs(template: dict[str, Any]) -> None:
     for logical_id, _, container in rules.airflow_containers(template):
+        if rules._role(container) == "flower":
+            continue  # Flower runs no Airflow component: it reads the broker only
         env = {e["Name"]: e["Value"] for e in container["Environment"]}
-        # THEN Celery, FAB, the internal execution API, the read-only DAGs and S3 logs are set
-        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", logical_id
+        # THEN Celery (plus the AwsEcsExecutor beside it where EcsExecutorEnabled asks), FAB, the
+        # internal execution API, the read-only DAGs and S3 logs are set
+        assert env["AIRFLOW__CORE__EXECUTOR"] in (
+            "CeleryExecutor",
+            CELERY_AND_ECS,
+            {"Fn::If": ["EcsExecutorOn", CELERY_AND_ECS, "CeleryExecutor"]},
+        ), logical_id
         assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("FabAuthManager"), logical_id
         url = env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]["Fn::Sub"]
         assert re.fullmatch(

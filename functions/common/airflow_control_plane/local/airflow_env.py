@@ -20,6 +20,8 @@ from airflow_control_plane.local.secrets_store import SharedKeys
 
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 WORKER_SERVICE = "worker"
+FLOWER_SERVICE = "flower"
+FLOWER_URL_PREFIX = "flower"
 ALL_SERVICES: tuple[str, ...] = (*CORE_SERVICES, WORKER_SERVICE)
 # Set by the local runtime (never by an operator) in the supervisor and every process it
 # starts: `down` finds stray processes of this state folder by it, whatever their group.
@@ -163,6 +165,9 @@ class ServiceSpec:
     # Celery worker must get it alone: its pool processes would otherwise die at once
     # instead of the worker's warm shutdown (the DUMB_INIT_SETSID=0 lesson of the image).
     term_group: bool = True
+    # Variables for this service only (on top of the shared environment): Flower's basic auth,
+    # so no other process, and no DAG code on a worker, ever holds it.
+    env: tuple[tuple[str, str], ...] = ()
 
     def argv_for(self, index: int) -> list[str]:
         return [part.replace("{index}", str(index)) for part in self.argv]
@@ -194,3 +199,24 @@ def service_specs(airflow_bin: str, worker_concurrency: int) -> dict[str, Servic
         ),
     )
     return {spec.name: spec for spec in specs}
+
+
+def flower_spec(airflow_bin: str, port: int, username: str, password: str) -> ServiceSpec:
+    """Flower on 127.0.0.1 under /flower, as on AWS, never open: its basic auth is Airflow's own
+    setting in this service's environment only (not on the command line)."""
+    return ServiceSpec(
+        FLOWER_SERVICE,
+        (
+            airflow_bin,
+            "celery",
+            "flower",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--url-prefix",
+            FLOWER_URL_PREFIX,
+        ),
+        max_count=1,
+        env=(("AIRFLOW__CELERY__FLOWER_BASIC_AUTH", f"{username}:{password}"),),
+    )

@@ -30,10 +30,13 @@ from airflow_control_plane.health import HttpHealthSource, wait_until_healthy
 from airflow_control_plane.local import autoscaler as local_autoscaler
 from airflow_control_plane.local import backing, lease
 from airflow_control_plane.local.airflow_env import (
+    FLOWER_SERVICE,
+    FLOWER_URL_PREFIX,
     STATE_MARKER_ENV,
     WORKER_SERVICE,
     AirflowEnvInputs,
     airflow_environment,
+    flower_spec,
     process_environment,
     refused_airflow_settings,
     service_specs,
@@ -58,6 +61,7 @@ from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.secrets_store import (
     AdminCredentials,
     load_credentials,
+    load_or_create_flower_credentials,
     load_or_create_keys,
     new_admin_credentials,
     store_credentials,
@@ -207,12 +211,13 @@ class BringUp:
         env = process_environment(self.base_env, airflow_environment(inputs))
         state = state.with_(api_port=port, database_url=db_url, redis_url=redis_url)
         state.save(s.paths)
-        dump_spec(
-            s.paths.supervisor_spec,
-            {**service_specs(s.airflow_bin, s.worker_concurrency), **local_autoscaler.specs(s)},
-            env,
-            s.stop_grace_s,
-        )
+        specs = {**service_specs(s.airflow_bin, s.worker_concurrency), **local_autoscaler.specs(s)}
+        if s.flower:
+            flower = load_or_create_flower_credentials(s.paths.flower_credentials)
+            specs[FLOWER_SERVICE] = flower_spec(
+                s.airflow_bin, s.flower_port, flower.username, flower.password
+            )
+        dump_spec(s.paths.supervisor_spec, specs, env, s.stop_grace_s)
         db_note = f"database {target.database} {'created' if created else 'exists'}"
         warning = missing_bytecode_warning()
         if warning:
@@ -480,7 +485,14 @@ class BringUp:
         count = local_autoscaler.initial_workers(ecs, self.settings)  # never below what runs
         ecs.set_desired_count(WORKER_SERVICE, count)
         note = local_autoscaler.start(ecs, self.settings)  # clears the hibernation flag first
+        if self.settings.flower:  # with the workers, as the AWS bring-up's AddOnServices
+            ecs.set_desired_count(FLOWER_SERVICE, 1)
+            note += f"; flower at {self.flower_url} (AFCTL_FLOWER)"
         return context, f"desired count {count} for {WORKER_SERVICE} (AFCTL_WORKERS_MIN); {note}"
+
+    @property
+    def flower_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.flower_port}/{FLOWER_URL_PREFIX}/"
 
     def announce_ready(self, context: UpContext) -> tuple[UpContext, str]:
         s = self.settings
@@ -492,6 +504,8 @@ class BringUp:
             self.echo(f"  (shown once; stored in {s.paths.credentials}, mode 0600)")
         else:
             self.echo(f"  user:     {s.admin_username} (password in {s.paths.credentials})")
+        if s.flower:
+            self.echo(f"Flower: {self.flower_url} (user and password in {s.paths.flower_credentials})")
         self.echo("  stop with `make down` (or `afctl down`); see `afctl status`")
         return context, f"ready at {context.base_url}"
 

@@ -28,7 +28,7 @@ from airflow_control_plane.bringup.steps import HIBERNATE_ORDER, HibernateStep
 from airflow_control_plane.errors import ControlPlaneError, TransientError
 from airflow_control_plane.local import autoscaler as local_autoscaler
 from airflow_control_plane.local import backing, lease, proc
-from airflow_control_plane.local.airflow_env import STATE_MARKER_ENV, WORKER_SERVICE
+from airflow_control_plane.local.airflow_env import FLOWER_SERVICE, STATE_MARKER_ENV, WORKER_SERVICE
 from airflow_control_plane.local.ecs import LocalEcs
 from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.settings import LocalSettings
@@ -37,7 +37,6 @@ from airflow_control_plane.poll import PollTimedOut, poll_done, poll_until
 
 _STOP_STEPS: dict[HibernateStep, str] = {
     HibernateStep.STOP_SCHEDULER: "scheduler",
-    HibernateStep.STOP_WORKERS: WORKER_SERVICE,
     HibernateStep.STOP_TRIGGERER: "triggerer",
     HibernateStep.STOP_DAG_PROCESSOR: "dag-processor",
     HibernateStep.STOP_API_SERVER: "api-server",
@@ -87,6 +86,8 @@ class Hibernate:
                 reporter.run(name, step(self.drain_tasks))
             elif name is HibernateStep.ANNOUNCE_HIBERNATED:
                 reporter.run(name, step(lambda ctx: self.announce_hibernated(ctx, ecs)))
+            elif name is HibernateStep.STOP_WORKERS:
+                reporter.run(name, step(lambda ctx: self.stop_workers(ctx, ecs)))
             else:
                 service = _STOP_STEPS[name]
                 reporter.run(name, step(lambda ctx, service=service: self.stop_service(ctx, ecs, service)))  # type: ignore[misc]
@@ -104,6 +105,14 @@ class Hibernate:
         grace = self.settings.stop_grace_s + 30.0
         note = local_autoscaler.stop(ecs, paths, timeout_s=grace)
         return context, f"supervisor runs for {paths.root}; {note}"
+
+    def stop_workers(self, context: DownContext, ecs: LocalEcs) -> tuple[DownContext, str]:
+        """The workers, then Flower when it runs (AFCTL_FLOWER), as the AWS machine's AddOnServices."""
+        context, note = self.stop_service(context, ecs, WORKER_SERVICE)
+        if context.running and any(s.name == FLOWER_SERVICE for s in ecs.describe()):
+            context, flower_note = self.stop_service(context, ecs, FLOWER_SERVICE)
+            note += "; " + flower_note
+        return context, note
 
     def stop_service(self, context: DownContext, ecs: LocalEcs, service: str) -> tuple[DownContext, str]:
         if not context.running:

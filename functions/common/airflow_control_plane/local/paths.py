@@ -91,6 +91,11 @@ class StatePaths:
         return self.root / "credentials.json"
 
     @property
+    def flower_credentials(self) -> Path:
+        """Flower's basic-auth user and password (AFCTL_FLOWER); 0600."""
+        return self.root / "flower-credentials.json"
+
+    @property
     def settings(self) -> Path:
         """Settings chosen at the first ``up`` and kept (the API port), and the migration record."""
         return self.root / "state.json"

@@ -68,5 +68,17 @@ def load_credentials(path: Path) -> AdminCredentials | None:
     return None if existing is None else AdminCredentials(**existing)
 
 
+def load_or_create_flower_credentials(
+    path: Path, token: TokenSource = secrets.token_bytes
+) -> AdminCredentials:
+    """Flower's basic-auth pair, generated once (no ":" or ",": Flower splits its setting on them)."""
+    existing = load_credentials(path)
+    if existing is not None:
+        return existing
+    credentials = AdminCredentials("flower", token(18).hex())
+    store_credentials(path, credentials)
+    return credentials
+
+
 def store_credentials(path: Path, credentials: AdminCredentials) -> None:
     write_json(path, asdict(credentials))

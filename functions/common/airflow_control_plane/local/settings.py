@@ -34,6 +34,13 @@ def default_airflow_bin() -> str:
     return str(sibling) if sibling.exists() else "airflow"
 
 
+def _port(name: str, default: int, source: Mapping[str, str]) -> int:
+    port = optional_int(name, default, source, minimum=1)
+    if port > 65535:
+        raise ConfigError(f"environment variable {name} must be <= 65535, got {port}")
+    return port
+
+
 @dataclass(frozen=True)
 class LocalSettings:
     paths: StatePaths
@@ -66,6 +73,9 @@ class LocalSettings:
     redis_configured: bool = False
     # Use a database / Redis db another local environment leases (AFCTL_JOIN, up --join).
     join: bool = False
+    # Flower (AFCTL_FLOWER=true): started with the workers, stopped with them, behind basic auth.
+    flower: bool = False
+    flower_port: int = 5555
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LocalSettings:
@@ -102,4 +112,6 @@ class LocalSettings:
             database_configured=bool(source.get("AFCTL_DATABASE_URL", "").strip()),
             redis_configured=bool(source.get("AFCTL_REDIS_URL", "").strip()),
             join=optional_bool(JOIN_ENV, False, source),
+            flower=optional_bool("AFCTL_FLOWER", False, source),
+            flower_port=_port("AFCTL_FLOWER_PORT", 5555, source),
         )

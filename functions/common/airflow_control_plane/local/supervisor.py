@@ -77,7 +77,12 @@ def load_spec(path: Path) -> _Spec:
         raise SystemExit(f"supervisor: service spec {path} is missing or malformed")
     services = {
         name: ServiceSpec(
-            name, tuple(s["argv"]), s.get("port_env"), s.get("max_count"), bool(s.get("term_group", True))
+            name,
+            tuple(s["argv"]),
+            s.get("port_env"),
+            s.get("max_count"),
+            bool(s.get("term_group", True)),
+            tuple((str(k), str(v)) for k, v in s.get("env", [])),
         )
         for name, s in data["services"].items()
     }
@@ -93,6 +98,7 @@ def dump_spec(path: Path, services: Mapping[str, ServiceSpec], env: Mapping[str,
                 "port_env": s.port_env,
                 "max_count": s.max_count,
                 "term_group": s.term_group,
+                "env": [list(pair) for pair in s.env],
             }
             for n, s in services.items()
         },
@@ -138,7 +144,7 @@ class Supervisor:
     # --- processes ---------------------------------------------------------------------
     def _start(self, service: str, index: int, now: float) -> None:
         spec = self.spec.services[service]
-        env = {**self.spec.env, STATE_MARKER_ENV: str(self.paths.root)}
+        env = {**self.spec.env, **dict(spec.env), STATE_MARKER_ENV: str(self.paths.root)}
         if spec.port_env:
             env[spec.port_env] = str(free_port())
         log_file = (self.paths.logs / f"{service}-{index}.log").open("ab")

@@ -28,12 +28,18 @@ STATEMENT_TIMEOUT_MS = 5000
 # scheduler is late or stopped, and pre-warming for it would keep a worker up forever.
 DUE_GRACE = timedelta(minutes=5)
 
-TASK_COUNTS_SQL = """
+# Only what Celery workers run: a task instance that names another executor (Airflow's
+# multiple executors, e.g. executor="AwsEcsExecutor" runs in its own Fargate task) keeps its
+# queue but never reaches a worker, so it must not start one. NULL means the default executor,
+# which is Celery (first in AIRFLOW__CORE__EXECUTOR). Hibernate's drain counts every executor.
+CELERY_ONLY = "(executor IS NULL OR executor = '' OR executor LIKE '%CeleryExecutor')"
+
+TASK_COUNTS_SQL = f"""
 SELECT COALESCE(queue, ''), state, count(*)
 FROM task_instance
-WHERE state IN ('queued', 'running')
+WHERE state IN ('queued', 'running') AND {CELERY_ONLY}
 GROUP BY 1, 2
-"""
+"""  # noqa: S608 - a constant, no input
 
 DUE_DAGS_SQL = """
 SELECT dag_id, next_dagrun_create_after
@@ -53,6 +59,7 @@ FROM (
     ORDER BY dag_id, run_after DESC
 ) AS last
 JOIN task_instance AS ti ON ti.dag_id = last.dag_id AND ti.run_id = last.run_id
+WHERE ti.executor IS NULL OR ti.executor = '' OR ti.executor LIKE '%CeleryExecutor'
 """
 
 
