@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 # The samples must be there; a DAG a user adds to dags/ is checked by the same rules, never
 # refused for being new.
-SAMPLE_DAG_IDS = {"even_odd", "fanout", "long_running"}
+SAMPLE_DAG_IDS = {"even_odd", "fanout", "isolated_task", "long_running"}
 ECS_SETTINGS = {
     "SAMPLE_DAGS_RUN_ON_ECS": "true",
     "SAMPLE_DAGS_ECS_CLUSTER": "airflow",
@@ -132,7 +132,7 @@ def test_ecs_switch_without_its_settings_is_an_import_error_naming_the_variable(
     errors = run.report["import_errors"]
     assert [e["file"] for e in errors] == ["even_odd.py"]
     assert "SAMPLE_DAGS_ECS_CONTAINER_NAME is required" in errors[0]["message"]
-    assert run.report["dag_ids"] == ["fanout", "long_running"]
+    assert run.report["dag_ids"] == ["fanout", "isolated_task", "long_running"]
 
 
 BROKEN_DAG = """\
