@@ -278,3 +278,18 @@ def local_environments(
         )
 
     return start
+
+
+class FakeClock:
+    """A clock and its sleep for waits that take both as inputs: sleeping moves the clock."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds

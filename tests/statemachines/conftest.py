@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.statemachines.health_server import HEALTHY, HealthServer, health_server
 from tests.statemachines.sfn_emulator import STATEMACHINES, Emulator, emulated_aws, load_handler_module
 
 
@@ -18,6 +19,16 @@ def emulator() -> Iterator[Emulator]:
     with emulated_aws() as emu:
         emu.register_lambda("bringup-validate", load_handler_module("bringup_validate").lambda_handler)
         yield emu
+
+
+@pytest.fixture
+def api_server(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[HealthServer]:
+    """The real health-gate handler behind the Lambda, pointed at a local health endpoint."""
+    with health_server(HEALTHY) as server:
+        monkeypatch.setenv("API_SERVER_URL", server.url)
+        monkeypatch.setenv("HEALTH_HTTP_TIMEOUT_SECONDS", "2")
+        emulator.register_lambda("health-gate", load_handler_module("health_gate").lambda_handler)
+        yield server
 
 
 def step_of_states(file_name: str) -> dict[str, str]:

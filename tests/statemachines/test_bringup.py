@@ -8,31 +8,20 @@ and SNS are moto; events and notifications are read back from SQS queues subscri
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
 from airflow_control_plane.bringup.steps import BRING_UP_ORDER
 from tests.conftest import load_event
 from tests.statemachines.conftest import executed_steps
-from tests.statemachines.health_server import HEALTHY, HealthServer, health_server, with_status
-from tests.statemachines.sfn_emulator import CAPACITY_REASON, WORKER_KEYS, Emulator, load_handler_module
+from tests.statemachines.health_server import HEALTHY, HealthServer, with_status
+from tests.statemachines.sfn_emulator import CAPACITY_REASON, WORKER_KEYS, Emulator
 
 pytestmark = pytest.mark.statemachines
 
 FILE = "bringup.asl.json"
 FAST = {"settle": {"pollSeconds": 5, "maxPolls": 3}}
 NOT_HEALTHY_RETRY_ATTEMPTS = 12  # the NotHealthyYet retrier's MaxAttempts in the definition
-
-
-@pytest.fixture
-def api_server(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[HealthServer]:
-    """The real health-gate handler behind the Lambda, pointed at a local health endpoint."""
-    with health_server(HEALTHY) as server:
-        monkeypatch.setenv("API_SERVER_URL", server.url)
-        monkeypatch.setenv("HEALTH_HTTP_TIMEOUT_SECONDS", "2")
-        emulator.register_lambda("health-gate", load_handler_module("health_gate").lambda_handler)
-        yield server
 
 
 def _all_zero(emulator: Emulator) -> bool:

@@ -9,14 +9,12 @@ the ECS limit the emulator enforces.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from airflow_control_plane import worker_queues
 from tests.conftest import load_event
-from tests.statemachines.health_server import HEALTHY, HealthServer, health_server
 from tests.statemachines.sfn_emulator import DESCRIBE_SERVICES_LIMIT, Emulator, load_handler_module
 from tests.static.tools import load_template
 
@@ -58,15 +56,6 @@ def ensure_worker_services(emulator: Emulator, names: list[str]) -> list[str]:
     keys = [f"worker-{n}" for n in names]
     emulator.add_worker_services([k for k in keys if k not in emulator.service_names])
     return keys
-
-
-@pytest.fixture
-def api_server(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[HealthServer]:
-    with health_server(HEALTHY) as server:
-        monkeypatch.setenv("API_SERVER_URL", server.url)
-        monkeypatch.setenv("HEALTH_HTTP_TIMEOUT_SECONDS", "2")
-        emulator.register_lambda("health-gate", load_handler_module("health_gate").lambda_handler)
-        yield server
 
 
 def test_hibernate_stops_all_five_worker_services(

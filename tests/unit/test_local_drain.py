@@ -13,19 +13,9 @@ from airflow_control_plane.local.hibernate import DownContext, Hibernate
 from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.settings import LocalSettings
 from airflow_control_plane.poll import poll_done
+from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.unit
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def _counter(counts: Iterator[ActiveTaskInstances | None]) -> Callable[[RuntimeState], Callable[[], object]]:

@@ -17,6 +17,7 @@ from airflow_control_plane.local.ecs import InMemoryServices
 from airflow_control_plane.local.hibernate import Hibernate
 from airflow_control_plane.local.protocol import ServiceState
 from airflow_control_plane.local.settings import LocalSettings
+from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.unit
 
@@ -147,19 +148,8 @@ def test_health_is_healthy_only_when_every_component_is() -> None:
     assert not evaluate_health(["unexpected"]).healthy
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_the_health_gate_is_bounded_and_names_what_is_unhealthy() -> None:
-    clock = _Clock()
+    clock = FakeClock()
     answers = iter([None, {**HEALTHY, "scheduler": {"status": "unhealthy"}}, HEALTHY])
     assert wait_until_healthy(lambda: next(answers), 60, clock=clock, sleep=clock.sleep).healthy
     with pytest.raises(TransientError, match=r"scheduler=unhealthy"):
@@ -170,7 +160,7 @@ def test_the_health_gate_is_bounded_and_names_what_is_unhealthy() -> None:
 
 def test_a_long_health_wait_says_what_it_waits_for() -> None:
     # GIVEN an api-server that answers healthy only after 25 s
-    clock = _Clock()
+    clock = FakeClock()
     notes: list[str] = []
 
     def fetch() -> object:
@@ -191,7 +181,7 @@ class _NeverSteady(InMemoryServices):
 
 
 def test_waiting_for_steady_services_is_bounded_and_names_the_service() -> None:
-    clock = _Clock()
+    clock = FakeClock()
     services = _NeverSteady(("api-server", "scheduler"))
     services.set_desired_count("api-server", 1)
     services.set_desired_count("scheduler", 1)

@@ -5,24 +5,12 @@ from __future__ import annotations
 import pytest
 
 from airflow_control_plane.poll import PollTimedOut, poll_until
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+from tests.conftest import FakeClock
 
 
 def test_returns_the_first_answer_and_sleeps_between_checks() -> None:
     # GIVEN a check that answers on its third call
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     answers = iter([None, False, "ready"])
     # WHEN polling
     value = poll_until(lambda: next(answers), timeout_s=10, interval_s=2, clock=clock, sleep=clock.sleep)
@@ -32,7 +20,7 @@ def test_returns_the_first_answer_and_sleeps_between_checks() -> None:
 
 
 def test_times_out_naming_what_it_waited_for_and_the_last_value() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     with pytest.raises(PollTimedOut) as caught:
         poll_until(
             lambda: None, timeout_s=5, interval_s=2, what="api-server healthy", clock=clock, sleep=clock.sleep
@@ -46,7 +34,7 @@ def test_times_out_naming_what_it_waited_for_and_the_last_value() -> None:
 
 
 def test_checks_once_even_with_no_time() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     assert poll_until(lambda: 0, timeout_s=0, clock=clock, sleep=clock.sleep) == 0
     with pytest.raises(PollTimedOut):
         poll_until(lambda: None, timeout_s=0, clock=clock, sleep=clock.sleep)
