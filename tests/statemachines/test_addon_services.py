@@ -10,7 +10,7 @@ import pytest
 from airflow_control_plane.bringup.drain import ActiveTaskInstances
 from tests.conftest import load_event
 from tests.statemachines.sfn_emulator import Emulator
-from tests.statemachines.test_bringup import FAST, api_server  # noqa: F401 - fixture
+from tests.statemachines.test_bringup import FAST
 from tests.statemachines.test_hibernate import RUNNING, ScriptedCounter, counter  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.statemachines
