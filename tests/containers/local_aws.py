@@ -107,8 +107,7 @@ def autoscaler_environment(emulator: Emulator, stack: Stack) -> dict[str, str]:
     emulated account: its secrets created in Secrets Manager with the stack's local values,
     the cluster and service names the emulator uses."""
     template = translated_template(REPO_ROOT / "template.yaml")
-    # At most two workers (the template's parameter): N > 1 on a 2-core machine, no more.
-    resolver = Resolver(template, {"AirflowImageUri": stack.specs[0].image, "WorkerQueue1Max": "2"})
+    resolver = Resolver(template, {"AirflowImageUri": stack.specs[0].image})
     variables = resolver.resolve(template["Resources"]["AutoscalerFunction"]["Properties"]["Environment"])
     names = {
         "<Cluster>": emulator.cluster,
@@ -129,6 +128,11 @@ def autoscaler_environment(emulator: Emulator, stack: Stack) -> dict[str, str]:
         if "<" in value and ">" in value:
             raise TemplateError(f"autoscaler {key}={value!r}: a resource the local account does not have")
         out[key] = value
+    # At most two workers per queue (worker_queues.json says 4): N > 1 on a 2-core machine, no more.
+    queues = json.loads(out["WORKER_QUEUES"])
+    for queue in queues:
+        queue["max"] = min(int(queue["max"]), 2)
+    out["WORKER_QUEUES"] = json.dumps(queues)
     return out
 
 
