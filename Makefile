@@ -162,7 +162,7 @@ bench-image: venvs ## Image cold build and cached rebuild; sam build and sam loc
 	IMAGE=$(IMAGE) .ci/bench-image.sh
 
 .PHONY: bench
-bench: bench-image bench-cli bench-up bench-dagsync bench-visible bench-scaling bench-scalein bench-prewarm bench-wakeup bench-sfn bench-fuzz ## Every figure the issues name (about an hour)
+bench: bench-image bench-containers bench-cli bench-up bench-dagsync bench-visible bench-scaling bench-scalein bench-prewarm bench-wakeup bench-sfn bench-fuzz ## Every figure the issues name (about an hour)
 
 # --- the gate ----------------------------------------------------------------------------------
 .PHONY: lint
