@@ -154,6 +154,11 @@ def local_values(stack: Stack) -> dict[str, str]:
             ]
         ),
         "AUTOSCALER_WAKEUP_FUNCTION": "",  # no Lambda here: the hook stays off
+        # EcsExecutorEnabled is off by default (Celery alone): Airflow never reads these, but the
+        # template gives the scheduler the executor's RunTask settings; here they name no cluster.
+        "AIRFLOW__AWS_ECS_EXECUTOR__CLUSTER": "not-used-here",
+        "AIRFLOW__AWS_ECS_EXECUTOR__SUBNETS": "subnet-not-used-here",
+        "AIRFLOW__AWS_ECS_EXECUTOR__SECURITY_GROUPS": "sg-not-used-here",
     }
 
 
