@@ -81,7 +81,8 @@ def test_the_broker_settings_reach_every_celery_component_and_the_autoscaler(
             env = {e["Name"]: resolver.resolve(e["Value"]) for e in container["Environment"]}
             assert env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__QUEUE_NAME_PREFIX"] == "airflow-dev-"
             assert env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"] == "43200"
-    assert with_broker == 4 + len(NAMES)  # api-server, scheduler, dag-processor, triggerer, workers
+    # api-server, scheduler, dag-processor, triggerer, Flower (present when FlowerEnabled), workers
+    assert with_broker == 5 + len(NAMES)
     # AND with Redis the visibility timeout stays Airflow's default
     redis = Resolver(template, {"CeleryBroker": "redis", "EnvironmentName": "airflow-dev"})
     value = resources["WorkerDefaultTaskDefinition"]["Properties"]["ContainerDefinitions"][0]["Environment"]
