@@ -295,7 +295,7 @@ SQS_MAX_RECEIVE_COUNT = 5
 def _broker_queues(queue: WorkerQueue) -> list[str]:
     skip = (
         '      - { id: CKV_AWS_27, comment: "Encrypted at rest with SQS-managed SSE (SqsManagedSseEnabled);'
-        " checkov 3.2.10's rule only recognises KmsMasterKeyId.\" }"
+        " checkov's rule only recognises KmsMasterKeyId.\" }"
     )
     return [
         f"# Queue {queue.name} on the SQS broker (CeleryBroker=sqs): kombu's name <env>-<queue>.",
