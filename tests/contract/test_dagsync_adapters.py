@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
@@ -102,6 +103,48 @@ def test_a_stale_lock_is_taken_over_and_its_old_holder_cannot_publish(tmp_path: 
         dead.verify()
     dead.release()  # releasing a lock one no longer owns leaves the new owner's lock alone
     taker.verify()
+
+
+class _KilledWhileCreating(BaseException):
+    """Stands for a SIGKILL between writing the record and linking the lease name."""
+
+
+def test_a_holder_killed_while_creating_the_lease_leaves_no_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a sync killed after writing its record, before the lease name exists
+    def killed(_src: object, _dst: object) -> None:
+        raise _KilledWhileCreating
+
+    monkeypatch.setattr("airflow_control_plane.dagsync.lock.os.link", killed)
+    with pytest.raises(_KilledWhileCreating):
+        FileLock(tmp_path, "killed", ttl_s=60, clock=time.time).acquire()
+    monkeypatch.undo()
+    # THEN there is no lease, empty or not, for the next sync to wait on: it takes it at once
+    assert not (tmp_path / LOCK_NAME).exists()
+    nxt = FileLock(tmp_path, "next", ttl_s=60, clock=time.time)
+    nxt.acquire()
+    assert nxt.took_over is None
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["owner"] == "next"
+    nxt.release()
+
+
+def test_working_files_that_killed_holders_left_are_swept_after_a_ttl(tmp_path: Path) -> None:
+    # GIVEN the working files a SIGKILL can leave (creating, renewing, taking over), one old, one fresh
+    now = time.time()
+    old = [tmp_path / f"{LOCK_NAME}{p}gone" for p in (".new-", ".renew-", ".stale-")]
+    fresh = tmp_path / f"{LOCK_NAME}.new-racing"
+    for path in [*old, fresh]:
+        path.write_text("{}")
+    for path in old:
+        os.utime(path, (now - 120, now - 120))
+    # WHEN a sync takes the lease
+    lock = FileLock(tmp_path, "sweeper", ttl_s=60, clock=time.time)
+    lock.acquire()
+    # THEN the files older than a TTL are gone, a fresh one (a racing creator's) stays
+    assert [p for p in old if p.exists()] == []
+    assert fresh.exists()
+    lock.release()
 
 
 OTHER_MACHINE = Identity("another-host", "another-boot", 4242, "1")

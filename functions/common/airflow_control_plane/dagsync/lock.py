@@ -4,8 +4,11 @@ Why not ``flock``/``fcntl`` on EFS: EFS does support NFSv4.1 byte-range and whol
 and the server releases them when the client's NFS lease lapses, but that lapse is the
 client's business: a Lambda sandbox that is frozen (after a timeout or between
 invocations) keeps its NFS client and its lock alive, and nothing in the lock says who holds
-it or lets an operator break it. So the lease is a file created with ``O_CREAT | O_EXCL``
-(atomic on NFSv3+/v4 and local file systems) that records its holder, and:
+it or lets an operator break it. So the lease is a file that records its holder, created
+whole: the record is written to a file of the holder's own and hard-linked to the lease name
+(``link`` fails when the name exists, atomically, on NFSv3+/v4 and local file systems). A
+holder killed while creating it leaves its own file at most, never an empty lease that nobody
+can read and that would block every sync for a TTL. And:
 
 - it is short (``ttl_s``, one minute by default) and renewed by a heartbeat thread every
   third of it, so a holder that stops (killed, frozen, timed out) loses it within one TTL
@@ -252,17 +255,33 @@ class FileLock:
         )
 
     def _create(self) -> bool:
+        """Create the lease with its record in one step (see the module doc); False if it exists."""
         record = self._record(self._clock())
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
+        own = self.path.with_name(f"{LOCK_NAME}.new-{self.owner}")
+        fd = os.open(own, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, json.dumps(asdict(record)).encode())
             os.fsync(fd)
         finally:
             os.close(fd)
+        try:
+            os.link(own, self.path)
+        except FileExistsError:
+            return False
+        finally:
+            own.unlink(missing_ok=True)
+        self._sweep_leftovers()
         return True
+
+    def _sweep_leftovers(self) -> None:
+        """Remove the lease's working files that killed holders left (older than a TTL: a live
+        holder's own file lives for milliseconds)."""
+        now = self._clock()
+        for prefix in (".new-", ".renew-", ".stale-"):
+            for leftover in self.path.parent.glob(f"{LOCK_NAME}{prefix}*"):
+                with contextlib.suppress(FileNotFoundError):
+                    if now - leftover.stat().st_mtime > self._ttl:
+                        leftover.unlink()
 
     @staticmethod
     def _read(path: Path) -> LockRecord | None:
