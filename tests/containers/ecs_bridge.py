@@ -445,9 +445,19 @@ def _backend_wrappers(bridge: EcsBridge) -> dict[str, Any]:
 
     list_tasks = backend_cls.list_tasks
 
-    def bridged_list_tasks(self: Any, *args: Any, service_name: str | None = None, **kwargs: Any) -> Any:
-        tasks = list_tasks(self, *args, **kwargs)
-        if service_name is None:
+    def bridged_list_tasks(
+        self: Any,
+        cluster_str: str | None = None,
+        container_instance: str | None = None,
+        family: str | None = None,
+        started_by: str | None = None,
+        service_name: str | None = None,
+        desired_status: str | None = None,
+    ) -> Any:
+        # moto's ListTasks passes these positionally and ignores the service name: filter on it
+        # here, as ECS does, or a drain reads every other service's tasks as unprotected workers.
+        tasks = list_tasks(self, cluster_str, container_instance, family, started_by, None, desired_status)
+        if not service_name:
             return tasks
         name = service_name.rsplit("/", 1)[-1]
         return [t for t in tasks if t.group == f"service:{name}"]
