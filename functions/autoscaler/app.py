@@ -1,7 +1,8 @@
 """Autoscaler Lambda: size each Celery worker ECS service from queue demand.
 
-Triggered by an EventBridge schedule (every minute) or invoked with a dry-run event. Parse the
-event, build the adapters (once per container), evaluate (read -> decide -> act), log every
+Triggered by an EventBridge schedule (every minute), invoked with a dry-run event, or by
+statemachines/hibernate.asl.json to release every worker once nothing runs (see
+``release_workers`` in scaling/service.py). Parse the event, build the adapters (once per container), evaluate (read -> decide -> act), log every
 decision with its reason, emit metrics, return the decisions. Outside failures never scale
 down; they are returned in ``errors`` and counted in the ``ScalingErrors`` metric.
 """
@@ -29,7 +30,7 @@ from airflow_control_plane.scaling.hibernation import SchedulerStopped
 from airflow_control_plane.scaling.memory import EcsTagStore
 from airflow_control_plane.scaling.policy import Action
 from airflow_control_plane.scaling.request import parse_request
-from airflow_control_plane.scaling.service import ScalingPorts, ScalingRun, evaluate
+from airflow_control_plane.scaling.service import ScalingPorts, ScalingRun, evaluate, release_workers
 from airflow_control_plane.secret_source import CachedSecret, SecretsManagerSecret
 
 logger = Logger(service="autoscaler")
@@ -132,6 +133,12 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     request = parse_request(event, now=datetime.now(UTC))
     logger.info(request.reason, extra={"trigger": request.trigger, "now": request.now.isoformat()})
     config, ports = build_runtime()
+    if request.release:
+        released = release_workers(config.queues, ports)
+        for error in released.errors:
+            logger.error("releasing a worker failed; it keeps running, protected", extra={"error": error})
+        metrics.add_metric(name="ScalingErrors", unit=MetricUnit.Count, value=len(released.errors))
+        return released.to_dict()
     run = evaluate(config.queues, ports, request.now, dry_run=request.dry_run or config.dry_run)
     for outcome in run.outcomes:
         logger.info(

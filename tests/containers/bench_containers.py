@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from airflow_control_plane.poll import poll_until
-from tests.containers.conftest import Stack
 from tests.containers.local_aws import BridgedEnvironment, bridged_environment, bringup_input
+from tests.containers.stack import Stack
 from tests.statemachines.sfn_emulator import Execution
 
 pytestmark = pytest.mark.containers

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +21,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO_ROOT, load_event
-from tests.containers.conftest import Stack
 from tests.containers.ecs_bridge import EcsBridge, bridged
+from tests.containers.stack import Stack
 from tests.containers.taskdefs import SECRET_ARN_PREFIX, Resolver, TemplateError, translated_template
 from tests.statemachines.sfn_emulator import (
     Emulator,
@@ -85,6 +86,15 @@ class BridgedEnvironment:
 
     def service_name(self, key: str) -> str:
         return self.emulator.service_names[key]
+
+    def set_queue_settings(self, **fields: Any) -> None:
+        """Change the autoscaler's settings of every worker queue (its ``WORKER_QUEUES``), as a
+        redeploy with other values would; the next tick builds its runtime anew."""
+        queues = json.loads(os.environ["WORKER_QUEUES"])
+        for queue in queues:
+            queue.update(fields)
+        os.environ["WORKER_QUEUES"] = json.dumps(queues)
+        load_handler_module("autoscaler").build_runtime.cache_clear()
 
     def autoscale(self) -> dict[str, Any]:
         """One tick of the autoscaler Lambda (its schedule event), as the runtime runs it."""
@@ -176,6 +186,16 @@ def bridged_environment(stack: Stack) -> Iterator[BridgedEnvironment]:
         workers = (
             f"[{{'queue': 'default', 'serviceName': '{emulator.service_names['worker']}', 'minimum': 0}}]"
         )
+        # Hibernate's ReleaseWorkers invokes the autoscaler Lambda; its ECS client (built once
+        # per Lambda container) gets task protection from the workers' agents.
+        autoscaler = load_handler_module("autoscaler")
+
+        def release_workers(event: Any, context: Any) -> Any:
+            _config, ports = autoscaler.build_runtime()
+            bridge.serve_task_protection(getattr(ports.services, "_client"))  # noqa: B009
+            return autoscaler.lambda_handler(event, context)
+
+        emulator.register_lambda("autoscaler", release_workers)
         with bridged(bridge):
             yield BridgedEnvironment(
                 emulator=emulator,

@@ -16,8 +16,11 @@ brings the stack up only twice:
    image's protection hook protects each through its agent endpoint, and even_odd and fanout
    succeed on them.
 
-Not here yet: the scale-in back to zero through the drain (README "The control plane on
-containers").
+6. with an idle period of 0 s, the autoscaler drains the idle workers (cancel, confirm idle,
+   release protection, lower the count) down to zero, while long_running, started on one of
+   them, runs to success on its first try;
+7. hibernate with long_running running: the drain check waits for it, the autoscaler's release
+   drains the worker (it protects itself while it consumes), and no container is left.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from typing import Any
 import pytest
 
 from airflow_control_plane.poll import poll_until
-from tests.containers.conftest import Stack
 from tests.containers.local_aws import (
     SERVICE_ROLES,
     BridgedEnvironment,
@@ -39,6 +41,7 @@ from tests.containers.local_aws import (
     bringup_input,
     hibernate_input,
 )
+from tests.containers.stack import Stack
 from tests.statemachines.sfn_emulator import Execution
 
 pytestmark = pytest.mark.containers
@@ -279,3 +282,116 @@ def test_autoscaler_lambda_starts_worker_containers_that_run_even_odd_and_fanout
     for worker in env.bridge.containers_of(env.service_name("worker")):
         requests = env.bridge.agent_of(worker).requests
         assert ("PUT", {"ProtectionEnabled": True, "ExpiresInMinutes": 60}) in requests, requests[-5:]
+
+
+def _trigger(env: BridgedEnvironment, dag_id: str, conf: dict[str, Any]) -> str:
+    token = _token(env.stack)
+    _api(env.stack, f"/api/v2/dags/{dag_id}", {"is_paused": False}, "PATCH", token)
+    body = {"logical_date": None, "conf": conf}
+    run = _api(env.stack, f"/api/v2/dags/{dag_id}/dagRuns", body, "POST", token)
+    return str(run["dag_run_id"])
+
+
+def _task_instance(env: BridgedEnvironment, dag_id: str, run_id: str) -> tuple[str, int, str]:
+    """(state, try_number, hostname) of the run's single task instance."""
+    rows = env.stack.database.connect().run(
+        "SELECT state, try_number, hostname FROM task_instance WHERE dag_id = :d AND run_id = :r",
+        d=dag_id,
+        r=run_id,
+    )
+    if not rows:
+        return ("none", 0, "")
+    (state, try_number, hostname) = rows[0]
+    return (str(state), int(try_number or 0), str(hostname or ""))
+
+
+@pytest.mark.timeout(900)
+def test_scale_in_drains_the_idle_workers_to_zero_and_long_running_survives_it(
+    env: BridgedEnvironment,
+) -> None:
+    # GIVEN the workers of the last phase still up, an idle period of 0 s (a worker with nothing
+    # to do is drained at the next tick), and long_running (75 s) running on one of them
+    env.set_queue_settings(idle_seconds=0)
+    assert env.counts()["worker"][0] >= 1
+    run_id = _trigger(env, "long_running", {"duration_seconds": 75, "progress_seconds": 15})
+    ticks: list[dict[str, Any]] = []
+
+    def running() -> bool:
+        ticks.append(env.autoscale())
+        return _task_instance(env, "long_running", run_id)[0] == "running"
+
+    poll_until(running, timeout_s=300, interval_s=5, what="long_running to run on a worker")
+    busy_host = _task_instance(env, "long_running", run_id)[2]
+
+    # WHEN the autoscaler's schedule keeps ticking until the workers are at zero
+    def at_zero() -> bool:
+        ticks.append(env.autoscale())
+        return env.counts()["worker"] == (0, 0)
+
+    try:
+        poll_until(at_zero, timeout_s=600, interval_s=5, what="the workers to scale in to zero")
+    except TimeoutError as exc:
+        reasons = [d["reason"] for tick in ticks[-6:] for d in tick["decisions"]]
+        raise AssertionError(f"{exc}; the last decisions: {reasons}") from exc
+
+    # THEN every worker was drained (cancel, confirm idle, release, lower the count) ...
+    decisions = [d for tick in ticks for d in tick["decisions"]]
+    drained = [d for d in decisions if d["action"] == "scale_down" and d["applied"]]
+    assert drained, [d["reason"] for d in decisions][-5:]
+    assert all(tick["errors"] == [] for tick in ticks), [t["errors"] for t in ticks if t["errors"]]
+    released = [name for d in drained for name in d["drained"]]
+    assert len(released) == len(set(released)) >= 1
+    # ... the worker running long_running last of all, after its task ended
+    state, try_number, _ = _task_instance(env, "long_running", run_id)
+    assert (state, try_number) == ("success", 1), "long_running was interrupted by the scale-in"
+    assert busy_host, "the task instance recorded no worker"
+    # AND no worker container is left, and the drained workers had given up their protection
+    _no_worker_runs(env)
+
+
+@pytest.mark.timeout(900)
+def test_hibernate_waits_for_long_running_then_releases_and_stops_every_worker(
+    env: BridgedEnvironment,
+) -> None:
+    # GIVEN long_running (45 s) running on a worker the autoscaler started from zero; the
+    # worker protects itself while it consumes
+    assert env.counts()["worker"] == (0, 0)
+    run_id = _trigger(env, "long_running", {"duration_seconds": 45, "progress_seconds": 15})
+
+    def running() -> bool:
+        env.autoscale()
+        return _task_instance(env, "long_running", run_id)[0] == "running"
+
+    poll_until(running, timeout_s=300, interval_s=5, what="long_running to run on a worker")
+    (worker,) = env.bridge.containers_of(env.service_name("worker"))
+    assert env.bridge.agent_of(worker).enabled, "the worker did not protect itself"
+
+    # WHEN hibernate runs (its drain check polls every 5 s, up to 36 times)
+    payload = hibernate_input("test: evening with a task running")
+    payload["drain"] = {"pollSeconds": 5, "maxPolls": 36}
+    execution = env.hibernate(payload)
+
+    # THEN it waited for the task: long_running succeeded on its first try
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause)
+    assert _task_instance(env, "long_running", run_id)[:2] == ("success", 1)
+    drains = [o for o in _lambda_outputs(execution) if "action" in o]
+    assert drains[0]["action"] == "wait"
+    assert drains[-1]["action"] == "proceed"
+    # AND it then drained the idle worker through the autoscaler: released, counted down to 0
+    releases = [o for o in _lambda_outputs(execution) if "released" in o]
+    assert len(releases) == 1, releases
+    (queue,) = releases[0]["released"]
+    assert (len(queue["drained"]), queue["kept"], queue["desired"]) == (1, [], 0), releases[0]
+    assert releases[0]["errors"] == []
+    # AND no container is left running, and every service reads 0 of 0
+    _no_container_runs(env)
+    assert env.counts() == dict.fromkeys(SERVICE_ROLES, (0, 0))
+
+
+def _no_worker_runs(env: BridgedEnvironment) -> None:
+    poll_until(
+        lambda: not env.bridge.containers_of(env.service_name("worker")),
+        timeout_s=240,
+        interval_s=2,
+        what="every worker container to stop",
+    )

@@ -382,7 +382,8 @@ class Emulator:
         for name in self.service_names.values():
             self.ecs.create_service(cluster=self.cluster, serviceName=name, **self._service_template)
         functions = {
-            fn: self._create_function(fn, role) for fn in ("bringup-validate", "health-gate", "drain-check")
+            fn: self._create_function(fn, role)
+            for fn in ("bringup-validate", "health-gate", "drain-check", "autoscaler")
         }
         topic, bus = self._create_notifications()
         self.substitutions = {
@@ -402,6 +403,7 @@ class Emulator:
             "ValidateFunctionArn": functions["bringup-validate"],
             "HealthGateFunctionArn": functions["health-gate"],
             "DrainCheckFunctionArn": functions["drain-check"],
+            "AutoscalerFunctionArn": functions["autoscaler"],
             "EventBusName": bus,
             "NotificationTopicArn": topic,
             "EnvironmentName": "airflow-test",

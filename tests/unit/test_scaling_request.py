@@ -3,13 +3,14 @@ the known triggers (by source and detail-type)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
 from airflow_control_plane.errors import InvalidInputError
 from airflow_control_plane.scaling.request import parse_request
-from tests.conftest import load_event
+from tests.conftest import REPO_ROOT, load_event
 
 pytestmark = pytest.mark.unit
 
@@ -91,3 +92,16 @@ def test_a_dry_runs_bad_time_is_refused(raw: object) -> None:
 def test_a_non_object_event_is_refused_with_a_typed_error(event: object) -> None:
     with pytest.raises(InvalidInputError, match="must be a JSON object"):
         parse_request(event, now=CLOCK)
+
+
+def test_hibernates_release_is_a_release_at_the_handlers_clock_and_never_a_dry_run() -> None:
+    # GIVEN the payload statemachines/hibernate.asl.json sends from its ReleaseWorkers state
+    states = json.loads((REPO_ROOT / "statemachines" / "hibernate.asl.json").read_text())["States"]
+    event = states["ReleaseWorkers"]["Arguments"]["Payload"]
+    # WHEN it is parsed
+    request = parse_request({**event, "time": "2099-01-01T00:00:00Z"}, now=CLOCK)
+    # THEN it asks for a release, acting, at the handler's clock
+    assert (request.release, request.dry_run, request.now) == (True, False, CLOCK)
+    # AND a release dressed as a dry run is refused
+    with pytest.raises(InvalidInputError, match="never a dry run"):
+        parse_request({**event, "detail": {"dryRun": True}}, now=CLOCK)

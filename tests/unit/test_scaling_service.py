@@ -17,7 +17,7 @@ from airflow_control_plane.scaling.events import RecordingPublisher
 from airflow_control_plane.scaling.hibernation import FixedFlag
 from airflow_control_plane.scaling.memory import InMemoryStore
 from airflow_control_plane.scaling.policy import Action, ScaleMemory
-from airflow_control_plane.scaling.service import ScalingPorts, evaluate
+from airflow_control_plane.scaling.service import ScalingPorts, evaluate, release_workers
 
 pytestmark = pytest.mark.unit
 
@@ -332,3 +332,50 @@ def test_idle_clocks_are_stored_between_runs() -> None:
     assert ports.memory.values["worker-etl"].idle_since == {host("etl", i): AT for i in range(3)}
     run = evaluate(QUEUES, ports, AT + timedelta(minutes=11))
     assert run.outcomes[1].decision.action is Action.SCALE_DOWN
+
+
+def test_release_drains_every_idle_worker_of_every_queue_and_counts_them_down() -> None:
+    # GIVEN two default workers and three etl workers, all idle (hibernate's drain check passed)
+    ports = make_ports(counts={}, depths={}, desired={"default": 2, "etl": 3})
+    # WHEN hibernate asks the autoscaler to release the workers
+    run = release_workers(QUEUES, ports)
+    # THEN every worker was cancelled, confirmed idle and released, each count lowered to 0
+    assert run.errors == ()
+    assert isinstance(ports.services, InMemoryWorkerServices)
+    assert ports.services.calls == [("worker-default", 0), ("worker-etl", 0)]
+    assert ports.services.released == {
+        "worker-default": {"default0", "default1"},
+        "worker-etl": {"etl0", "etl1", "etl2"},
+    }
+    shaped = run.to_dict()["released"]
+    assert [(r["queue"], r["drained"], r["kept"], r["desired"]) for r in shaped] == [
+        ("default", [host("default", 0), host("default", 1)], [], 0),
+        ("etl", [host("etl", 0), host("etl", 1), host("etl", 2)], [], 0),
+    ]
+
+
+def test_release_keeps_a_busy_worker_protected_and_consuming() -> None:
+    # GIVEN a forced hibernate: one etl worker still runs a task
+    ports = make_ports(counts={}, depths={}, desired={"etl": 2}, busy={"etl": [0, 1]})
+    # WHEN the workers are released
+    run = release_workers(QUEUES, ports)
+    # THEN only the idle one lost its protection; the busy one consumes again and keeps it
+    assert isinstance(ports.services, InMemoryWorkerServices)
+    assert ports.services.released == {"worker-etl": {"etl0"}}
+    assert ports.services.calls == [("worker-etl", 1)]
+    assert isinstance(ports.control, InMemoryWorkerControl)
+    assert host("etl", 1) in ports.control.consuming
+    etl = run.to_dict()["released"][1]
+    assert etl["kept"] == [f"{host('etl', 1)}: received 1 task(s) during the drain"]
+
+
+def test_release_with_the_broker_down_releases_nothing_and_says_why() -> None:
+    # GIVEN workers whose broker does not answer
+    ports = make_ports(counts={}, depths={}, desired={"etl": 2}, throttle={"inspect"})
+    # WHEN the workers are released
+    run = release_workers(QUEUES, ports)
+    # THEN nothing is released or counted down, and the failure is reported
+    assert isinstance(ports.services, InMemoryWorkerServices)
+    assert ports.services.released == {}
+    assert ports.services.calls == []
+    assert any("Celery inspect" in error for error in run.errors), run.errors

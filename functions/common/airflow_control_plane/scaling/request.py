@@ -1,9 +1,10 @@
-"""Parse the autoscaler's trigger at the edge: an EventBridge schedule, a dry run or a wake-up.
+"""Parse the autoscaler's trigger at the edge: an EventBridge schedule, a dry run, a wake-up, or
+hibernate's release of the workers.
 
 Time is an input, and it comes from the handler's own clock (``now``), never from an event
 that can act: an event dated in the future would skip the idle period, one dated in the past
 would store an old idle-since time and let the next tick scale down at once. Only a dry run
-(which changes nothing) may carry its own ``time``, to replay a decision. Only the three known
+(which changes nothing) may carry its own ``time``, to replay a decision. Only the four known
 triggers are accepted, by ``source`` and ``detail-type``. Malformed input raises
 InvalidInputError; nothing is changed.
 """
@@ -20,7 +21,9 @@ from airflow_control_plane.scaling.wakeup import WAKEUP_DETAIL_TYPE
 SCHEDULE = ("aws.events", "Scheduled Event")
 WAKEUP = ("airflow.scheduler", WAKEUP_DETAIL_TYPE)
 DRY_RUN = ("airflow.control-plane.operator", "Autoscaler dry run")
-TRIGGERS = (SCHEDULE, WAKEUP, DRY_RUN)
+# From statemachines/hibernate.asl.json once nothing runs or waits: drain every worker.
+RELEASE = ("airflow.control-plane.hibernate", "Release workers")
+TRIGGERS = (SCHEDULE, WAKEUP, DRY_RUN, RELEASE)
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class AutoscalerRequest:
     dry_run: bool
     trigger: str
     reason: str
+    release: bool = False  # drain every worker (hibernate), instead of evaluating demand
 
 
 def parse_request(event: object, *, now: datetime) -> AutoscalerRequest:
@@ -49,6 +53,12 @@ def parse_request(event: object, *, now: datetime) -> AutoscalerRequest:
         raise InvalidInputError(f"detail.dryRun must be true or false, got {dry_run!r}")
     if (source, detail_type) == DRY_RUN and not dry_run:
         raise InvalidInputError("an operator event is a dry run only: set detail.dryRun to true")
+    if (source, detail_type) == RELEASE:
+        if dry_run:
+            raise InvalidInputError("a release of the workers is never a dry run")
+        return AutoscalerRequest(
+            now, False, str(detail_type), "hibernate: release every worker", release=True
+        )
     if not dry_run:
         reason = f"{detail_type}: evaluated at the handler's clock"
         return AutoscalerRequest(now, False, str(detail_type), reason)

@@ -223,3 +223,71 @@ def _evaluate_queue(
     )
     applied, drained = (False, None) if dry_run else _apply(decision, ports, memory, errors)
     return QueueOutcome(decision, applied, workers.running if workers else None, drained)
+
+
+@dataclass(frozen=True)
+class QueueRelease:
+    queue: str
+    service: str
+    workers: tuple[str, ...]  # the workers that answered, all of them drained
+    result: DrainResult | None  # None: nothing answered, or the drain failed (see errors)
+
+
+@dataclass(frozen=True)
+class ReleaseRun:
+    releases: tuple[QueueRelease, ...]
+    errors: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "released": [
+                {
+                    "queue": r.queue,
+                    "service": r.service,
+                    "workers": list(r.workers),
+                    "drained": list(r.result.released) if r.result else [],
+                    "kept": [f"{name}: {why}" for name, why in r.result.kept] if r.result else [],
+                    "desired": r.result.target if r.result else None,
+                }
+                for r in self.releases
+            ],
+            "errors": list(self.errors),
+        }
+
+
+def release_workers(queues: Sequence[QueueScaling], ports: ScalingPorts) -> ReleaseRun:
+    """Hibernate's last word to the workers, once the drain check found no task running or
+    queued and the scheduler is stopped: drain *every* worker of every queue (cancel its
+    consuming, confirm it idle, release its scale-in protection, lower the count by it).
+
+    A worker protects itself while it consumes, so lowering the desired count alone would
+    leave it running wherever ECS keeps protected tasks. A worker that is busy or does not
+    answer is kept, protected, exactly as in a scale-in drain: hibernate never stops work that
+    is still running. Never raises for an outside failure; see ``errors``."""
+    errors = _Errors()
+    releases = tuple(_release_queue(scaling, ports, errors) for scaling in queues)
+    return ReleaseRun(releases, tuple(errors.items))
+
+
+def _release_queue(scaling: QueueScaling, ports: ScalingPorts, errors: _Errors) -> QueueRelease:
+    service, queue = scaling.service, scaling.queue
+    described = errors.guard(f"worker service {service} (describe)", lambda: ports.services.describe(service))
+    busy = errors.guard(f"workers of queue {queue} (Celery inspect)", lambda: ports.control.busy(queue))
+    if described is None or not busy:
+        return QueueRelease(queue, service, (), None)
+    chosen = tuple(sorted(busy))
+
+    def run() -> DrainResult:
+        return drain(
+            queue=queue,
+            service=service,
+            chosen=chosen,
+            current=described.desired,
+            control=ports.control,
+            protection=ports.services,
+            set_desired=lambda count: ports.services.set_desired(service, max(0, count)),
+            settle_s=ports.settle_s,
+        )
+
+    result = errors.guard(f"worker service {service} (release {', '.join(chosen)})", run)
+    return QueueRelease(queue, service, chosen, result)
