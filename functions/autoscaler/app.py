@@ -2,8 +2,9 @@
 
 Triggered by an EventBridge schedule (every minute), invoked with a dry-run event, or by
 statemachines/hibernate.asl.json to release every worker once nothing runs (see
-``release_workers`` in scaling/service.py). Parse the event, build the adapters (once per container), evaluate (read -> decide -> act), log every
-decision with its reason, emit metrics, return the decisions. Outside failures never scale
+``release_workers`` in scaling/service.py). Parse the event, build the adapters (once per
+container), evaluate (read -> decide -> act), log every decision with its reason, emit metrics,
+return the decisions. Outside failures never scale
 down; they are returned in ``errors`` and counted in the ``ScalingErrors`` metric.
 """
 

@@ -377,12 +377,15 @@ def test_hibernate_waits_for_long_running_then_releases_and_stops_every_worker(
     drains = [o for o in _lambda_outputs(execution) if "action" in o]
     assert drains[0]["action"] == "wait"
     assert drains[-1]["action"] == "proceed"
-    # AND it then drained the idle worker through the autoscaler: released, counted down to 0
+    # AND it then drained the worker through the autoscaler: released, counted down to 0 (a
+    # worker whose Celery task had not yet ended when asked is kept, and asked again)
     releases = [o for o in _lambda_outputs(execution) if "released" in o]
-    assert len(releases) == 1, releases
-    (queue,) = releases[0]["released"]
-    assert (len(queue["drained"]), queue["kept"], queue["desired"]) == (1, [], 0), releases[0]
-    assert releases[0]["errors"] == []
+    assert releases
+    (queue,) = releases[-1]["released"]
+    assert (len(queue["drained"]), queue["kept"], queue["desired"]) == (1, [], 0), releases
+    assert all(r["errors"] == [] for r in releases), releases
+    for earlier in releases[:-1]:
+        assert all("during the drain" in why for q in earlier["released"] for why in q["kept"]), earlier
     # AND no container is left running, and every service reads 0 of 0
     _no_container_runs(env)
     assert env.counts() == dict.fromkeys(SERVICE_ROLES, (0, 0))
