@@ -96,6 +96,13 @@ image: ## Build the Airflow image for linux/amd64 (context: the repository root,
 containers-test: venvs ## Build the image and run the template's task definitions as containers
 	IMAGE=$(IMAGE) PYTEST_ARGS="$(PYTEST_ARGS)" .ci/containers-test.sh
 
+# The production image with the template's own task definitions and state machines on this
+# machine's Docker, before deploying (tests/containers/up.py). Foreground: Ctrl-C hibernates.
+.PHONY: up-containers
+up-containers: venvs ## The image with the template's task definitions and state machines on Docker (Ctrl-C hibernates)
+	@docker image inspect $(IMAGE) >/dev/null 2>&1 || $(MAKE) --no-print-directory image IMAGE=$(IMAGE)
+	AIRFLOW_IMAGE=$(IMAGE) $(DEV_VENV)/bin/python -m tests.containers.up
+
 # --- figures ---------------------------------------------------------------------------------
 .PHONY: bench-up
 bench-up: $(RUNTIME_VENV)/.installed ## Time `airflow standalone` vs `afctl up` to healthy, per step (fresh DBs)
