@@ -122,9 +122,14 @@ with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
     if cur.fetchone() is None:
         cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
     ident = sql.Identifier(role)
-    limits = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+    # SUPERUSER and REPLICATION are off from CREATE ROLE and only a superuser can turn them on;
+    # a CREATEROLE user (the RDS master) may not even name them: checked instead of set.
+    limits = "LOGIN NOCREATEDB NOCREATEROLE"
     alter = sql.SQL("ALTER ROLE {} WITH " + limits + " PASSWORD {}")
     cur.execute(alter.format(ident, sql.Literal(password)))
+    cur.execute("SELECT rolsuper OR rolreplication OR rolbypassrls FROM pg_roles WHERE rolname = %s", (role,))
+    if cur.fetchone()[0]:
+        raise SystemExit(f"read-only role {role!r} is a superuser, replication or BYPASSRLS role: refusing")
     cur.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(ident))
     cur.execute("SELECT current_database()")
     database = sql.Identifier(cur.fetchone()[0])
