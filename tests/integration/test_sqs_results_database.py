@@ -11,6 +11,10 @@ Roles are global to the PostgreSQL server, which other test runs share: every ro
 database here has a name of this run, in place of the template's fixed names, and is dropped
 at the end. Local differences: PostgreSQL on 127.0.0.1 without TLS, trust authentication
 (passwords are not checked, so privileges are proven, not passwords).
+
+The machine's PostgreSQL is 15; RDS runs 17, where PostgreSQL 16 changed what a CREATEROLE
+user may do with the roles it creates. The role steps of db-migrate also run against the
+PostgreSQL 16 that pgserver (in the runtime environment) embeds, on a private server.
 """
 
 from __future__ import annotations
@@ -368,3 +372,102 @@ def test_the_templates_results_url_requires_tls_on_the_wire(airflow_runtime: Air
     assert result.returncode != 0
     assert "server does not support SSL, but SSL was required" in result.stderr
     assert PASSWORD not in result.stdout + result.stderr
+
+
+EMBEDDED_START = """
+import json, sys
+from pathlib import Path
+from airflow_control_plane.local import backing
+
+print(json.dumps({"url": backing.start_embedded_postgres(Path(sys.argv[1]), "postgres")}))
+"""
+EMBEDDED_STOP = """
+import sys
+from pathlib import Path
+from airflow_control_plane.local import backing
+
+print(backing.stop_embedded_postgres(Path(sys.argv[1])))
+"""
+
+
+def _runtime(runtime: AirflowRuntime, code: str, *args: str) -> str:
+    result = subprocess.run(
+        [str(runtime.python), "-c", code, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_the_role_steps_work_for_a_createrole_master_on_postgresql_16(
+    airflow_runtime: AirflowRuntime, tmp_path: Path
+) -> None:
+    # GIVEN a private PostgreSQL 16 (pgserver) with a metadata database owned by a non-superuser
+    # CREATEDB CREATEROLE user, as the RDS master is
+    data = tmp_path / "pg16"
+    url = json.loads(_runtime(airflow_runtime, EMBEDDED_START, str(data)))["url"]
+    socket_dir = url.split("host=", 1)[1]
+    try:
+
+        def connect16(user: str, database: str) -> pg8000.native.Connection:
+            return pg8000.native.Connection(
+                user=user, unix_sock=f"{socket_dir}/.s.PGSQL.5432", database=database
+            )
+
+        admin = connect16("postgres", "postgres")
+        try:
+            assert str(admin.run("SHOW server_version")[0][0]).startswith("16.")
+            admin.run("CREATE ROLE master LOGIN CREATEDB CREATEROLE")
+            admin.run("CREATE DATABASE metadata OWNER master")
+        finally:
+            admin.close()
+        env = {
+            **{k: os.environ[k] for k in HOST_KEEP if k in os.environ},
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://master@/metadata?host={socket_dir}",
+            "AIRFLOW_READONLY_DB_USER": "airflow_readonly",
+            "AIRFLOW_READONLY_DB_PASSWORD": PASSWORD,
+            "AIRFLOW_CELERY_RESULTS_DATABASE": "celery_results",
+            "AIRFLOW_CELERY_RESULTS_DB_PASSWORD": PASSWORD,
+        }
+        # WHEN db-migrate's steps after the migration (read-only role, results database) run
+        # twice, as the plan gives them, with the runtime's Python
+        steps = ep.plan("db-migrate", [], env).steps[1:]
+        assert len(steps) == 2
+        for _attempt in (1, 2):
+            for step in steps:
+                result = subprocess.run(
+                    [str(airflow_runtime.python), *step.argv[1:]],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+                assert result.returncode == 0, result.stderr[-3000:]
+        # THEN the results role is confined as on the machine's PostgreSQL 15
+        for user, database, allowed in (
+            ("celery_results", "metadata", False),
+            ("celery_results", "celery_results", True),
+            ("airflow_readonly", "metadata", True),
+            ("airflow_readonly", "celery_results", False),
+            ("master", "metadata", True),
+        ):
+            try:
+                connect16(user, database).close()
+                error = ""
+            except (pg8000.native.DatabaseError, pg8000.native.InterfaceError) as exc:
+                error = _messages(exc)
+            assert (error == "") is allowed, (user, database, error)
+            assert allowed or "permission denied" in error
+    finally:
+        assert _runtime(airflow_runtime, EMBEDDED_STOP, str(data)) == "True"
+
+
+def _messages(exc: BaseException) -> str:
+    """An error and every error it was raised while handling: over a unix socket pg8000 reports
+    the server's refusal as the context of a broken pipe."""
+    found: list[str] = []
+    current: BaseException | None = exc
+    while current is not None:
+        found.append(str(current))
+        current = current.__context__
+    return " / ".join(found)
