@@ -32,6 +32,7 @@ from typing import Any
 
 import pg8000.native
 import pytest
+from moto.server import ThreadedMotoServer
 
 from airflow_control_plane.poll import poll_until
 from airflow_control_plane.scaling.broker import kombu_sqs_queue_name
@@ -44,7 +45,8 @@ from tests.containers.taskdefs import (
     resolve_secret,
     translated_template,
 )
-from tests.integration.test_sqs_broker_celery import CREDENTIALS, _keys, sqs_endpoint
+from tests.harness import free_port
+from tests.integration.test_sqs_broker_celery import CREDENTIALS, _keys
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +57,7 @@ PARAMETERS = {
     "CeleryBroker": "sqs",
     "EnvironmentName": "airflow-test",
 }
-PREFIX = "airflow-test-"
+PREFIX = "airflow-results-test-"
 QUEUE = "default"
 TASKS = 4
 CLI_TIMEOUT_S = 240
@@ -69,7 +71,17 @@ PASSWORD = secrets.token_hex(16)
 HOST_KEEP = ("HOME", "LANG", "LC_ALL", "TMPDIR", "USER")
 ep = load_module(ENTRYPOINT, "airflow_image_entrypoint", reuse=True)
 
-__all__ = ["sqs_endpoint"]  # the moto SQS server fixture, shared with the broker test
+
+@pytest.fixture(scope="module")
+def sqs_endpoint() -> Iterator[str]:
+    """moto's SQS on a free port of this module's own (another module's server may be running)."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
 
 
 @cache
