@@ -148,7 +148,7 @@ print(f"read-only role {role}: SELECT on every table of the public schema, read-
 # role to that database (results_database_problem).
 RESULTS_DATABASE_ENV = "AIRFLOW_CELERY_RESULTS_DATABASE"
 RESULTS_PASSWORD_ENV = "AIRFLOW_CELERY_RESULTS_DB_PASSWORD"  # noqa: S105 - the variable name
-_RESULTS_SCHEMES = ("postgresql", "postgresql+psycopg2")
+_RESULTS_SCHEMES = ("postgresql", "postgresql+psycopg", "postgresql+psycopg2")
 # Runs with the image's Python against the migrated metadata database, as its migrating user
 # (the RDS master: CREATEDB and CREATEROLE). Idempotent: creates the role and the database
 # once, then resets the password, the owner and the privileges on every run, and checks the

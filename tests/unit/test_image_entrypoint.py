@@ -241,6 +241,13 @@ def test_celery_worker_refuses_a_database_result_backend() -> None:
 RESULTS_URL = "db+postgresql://celery_results:pw-res-1a2b@db.internal:5432/celery_results?sslmode=require"
 
 
+@pytest.mark.parametrize("driver", ["", "+psycopg", "+psycopg2"])
+def test_celery_worker_takes_the_results_only_database_with_any_postgresql_driver(driver: str) -> None:
+    url = RESULTS_URL.replace("db+postgresql://", f"db+postgresql{driver}://")
+    env = worker_env(AIRFLOW__CELERY__RESULT_BACKEND=url, AIRFLOW_CELERY_RESULTS_DATABASE="celery_results")
+    assert "results-only database 'celery_results'" in ep.plan("celery-worker", [], env).reason
+
+
 def test_celery_worker_takes_the_results_only_database_as_its_result_backend() -> None:
     # GIVEN the SQS broker option: the result backend is the results-only database, named by
     # the template's marker variable
