@@ -18,10 +18,12 @@ gives Celery its warm shutdown).
 Standard library only: it runs before anything else in the image and must not depend on it.
 Least privilege: a Celery worker runs DAG code, so it is refused when its environment carries
 the metadata database, the Fernet key, the JWT secret, the API secret key or a database result
-backend. It reaches Airflow only through the api-server's Task Execution API and needs only the
-broker and the result backend (Redis). It never waits for migrations (it cannot read the
-schema), and its ``sql_alchemy_conn`` is pinned to a SQLite path that cannot be opened, so any
-code that reaches for the database fails loudly instead of creating a throw-away SQLite file.
+backend other than the results-only database (see :func:`results_database_problem`). It
+reaches Airflow only through the api-server's Task Execution API and needs only the broker and
+the result backend (Redis, or with the SQS broker the results-only database). It never waits
+for migrations (it cannot read the schema), and its ``sql_alchemy_conn`` is pinned to a SQLite
+path that cannot be opened, so any code that reaches for the database fails loudly instead of
+creating a throw-away SQLite file.
 Secrets: the admin password (``AIRFLOW_ADMIN_PASSWORD``) is never put on a command line, in a
 plan, in a log line or in an error message; it reaches ``airflow users create`` on stdin and is
 removed from the environment of every process this entrypoint starts.
@@ -120,9 +122,14 @@ with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
     if cur.fetchone() is None:
         cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
     ident = sql.Identifier(role)
-    limits = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+    # SUPERUSER and REPLICATION are off from CREATE ROLE and only a superuser can turn them on;
+    # a CREATEROLE user (the RDS master) may not even name them: checked instead of set.
+    limits = "LOGIN NOCREATEDB NOCREATEROLE"
     alter = sql.SQL("ALTER ROLE {} WITH " + limits + " PASSWORD {}")
     cur.execute(alter.format(ident, sql.Literal(password)))
+    cur.execute("SELECT rolsuper OR rolreplication OR rolbypassrls FROM pg_roles WHERE rolname = %s", (role,))
+    if cur.fetchone()[0]:
+        raise SystemExit(f"read-only role {role!r} is a superuser, replication or BYPASSRLS role: refusing")
     cur.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(ident))
     cur.execute("SELECT current_database()")
     database = sql.Identifier(cur.fetchone()[0])
@@ -132,6 +139,82 @@ with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
     later = sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}")
     cur.execute(later.format(ident))
 print(f"read-only role {role}: SELECT on every table of the public schema, read-only transactions")
+"""
+
+# The results-only database of the SQS broker option: Celery's result backend without Redis.
+# One name for its login role and its database (AIRFLOW_CELERY_RESULTS_DATABASE, e.g.
+# celery_results). db-migrate makes both, as the migrating (master) user, when the name and the
+# password are set; workers and Flower take a `db+` result backend only when it logs in as that
+# role to that database (results_database_problem).
+RESULTS_DATABASE_ENV = "AIRFLOW_CELERY_RESULTS_DATABASE"
+RESULTS_PASSWORD_ENV = "AIRFLOW_CELERY_RESULTS_DB_PASSWORD"  # noqa: S105 - the variable name
+_RESULTS_SCHEMES = ("postgresql", "postgresql+psycopg", "postgresql+psycopg2")
+# Runs with the image's Python against the migrated metadata database, as its migrating user
+# (the RDS master: CREATEDB and CREATEROLE). Idempotent: creates the role and the database
+# once, then resets the password, the owner and the privileges on every run, and checks the
+# outcome instead of trusting it:
+# - the role logs in and owns its database (Celery creates its two tables there on first use);
+#   it is no superuser, creates no databases or roles, and is a member of no other role;
+# - nobody but its owner (and the administrators) may connect to the results database;
+# - CONNECT and TEMPORARY on the metadata database are revoked from PUBLIC, so the results
+#   role cannot even open it. Who keeps connecting to the metadata database: its owner (the
+#   master user every Airflow component logs in as) and the read-only role, which is granted
+#   CONNECT explicitly above; RDS's own administrators are superusers.
+# The master user is made a member of the role (PostgreSQL 16+ lets a CREATEROLE user give a
+# database to a role only if it can SET ROLE to it); the membership goes that way only.
+RESULTS_DATABASE_SCRIPT = """
+import os, urllib.parse
+import psycopg2
+from psycopg2 import sql
+url = os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+parts = urllib.parse.urlsplit(url)
+dsn = urllib.parse.urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, ""))
+name = os.environ["AIRFLOW_CELERY_RESULTS_DATABASE"]
+password = os.environ["AIRFLOW_CELERY_RESULTS_DB_PASSWORD"]
+ident = sql.Identifier(name)
+conn = psycopg2.connect(dsn)
+conn.autocommit = True  # CREATE DATABASE runs outside a transaction
+with conn.cursor() as cur:
+    cur.execute("SELECT current_database(), current_user")
+    metadata, admin = cur.fetchone()
+    if name in (metadata, admin):
+        raise SystemExit(f"the results database {name!r} must not be the metadata database or its user")
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+    if cur.fetchone() is None:
+        cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
+    # SUPERUSER, REPLICATION and BYPASSRLS are off from CREATE ROLE and only a superuser can turn
+    # them on (a CREATEROLE user may not even name them): checked below instead of set.
+    limits = "LOGIN NOCREATEDB NOCREATEROLE"
+    cur.execute(sql.SQL("ALTER ROLE {} WITH " + limits + " PASSWORD {}").format(ident, sql.Literal(password)))
+    # SET (PostgreSQL 16+): a CREATEROLE user holds the roles it creates with ADMIN only.
+    privilege = "SET" if conn.server_version >= 160000 else "MEMBER"
+    cur.execute("SELECT pg_has_role(current_user, %s, %s)", (name, privilege))
+    if not cur.fetchone()[0]:
+        cur.execute(sql.SQL("GRANT {} TO {}").format(ident, sql.Identifier(admin)))
+    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+    if cur.fetchone() is None:
+        cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(ident, ident))
+    else:
+        cur.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(ident, ident))
+    cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(ident))
+    meta = sql.Identifier(metadata)
+    cur.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(meta))
+    cur.execute(
+        "SELECT r.rolsuper OR r.rolcreatedb OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls,"
+        " EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.member = r.oid),"
+        " has_database_privilege(r.oid, %s, 'CONNECT'),"
+        " (SELECT d.datdba = r.oid FROM pg_database d WHERE d.datname = %s)"
+        " FROM pg_roles r WHERE r.rolname = %s",
+        (metadata, name, name),
+    )
+    powerful, member, reaches_metadata, owns = cur.fetchone()
+conn.close()
+if powerful or member or reaches_metadata or not owns:
+    raise SystemExit(
+        f"results role {name!r} is not confined: extra attributes={powerful}, member of a role={member}, "
+        f"CONNECT on the metadata database={reaches_metadata}, owns {name!r}={owns}"
+    )
+print(f"results database {name!r}: owned by role {name!r}, which cannot connect to the metadata database")
 """
 
 DEFAULT_MIGRATION_WAIT_TIMEOUT_S = 300  # the migrate job runs first; 5 min absorbs a slow RDS start
@@ -301,7 +384,9 @@ def _plan_worker(args: Sequence[str], env: Mapping[str, str]) -> Plan:
         role="celery-worker",
         reason=(
             "long-running: start the celery-worker (tasks reach Airflow through "
-            f"{env[EXECUTION_API_ENV].strip()}; no metadata database, so no migration wait)"
+            f"{env[EXECUTION_API_ENV].strip()}; no metadata database, so no migration wait"
+            + _results_note(env)
+            + ")"
         ),
         exec_argv=exec_argv,
         wait_for_migrations=False,
@@ -309,6 +394,12 @@ def _plan_worker(args: Sequence[str], env: Mapping[str, str]) -> Plan:
         role_file=_role_file(env),
         warnings=warnings,
     )
+
+
+def _results_note(env: Mapping[str, str]) -> str:
+    if env.get(RESULT_BACKEND_ENV, "").strip().lower().startswith("db+"):
+        return f"; results in the results-only database {env[RESULTS_DATABASE_ENV].strip()!r}"
+    return ""
 
 
 def _refuse_worker_secrets(env: Mapping[str, str], role: str = "celery-worker") -> None:
@@ -321,16 +412,52 @@ def _refuse_worker_secrets(env: Mapping[str, str], role: str = "celery-worker") 
 
 def _refuse_forbidden(env: Mapping[str, str], role: str, why: str) -> None:
     carried = [name for name in WORKER_FORBIDDEN_ENV_VARS if env.get(name, "").strip()]
-    if env.get(RESULT_BACKEND_ENV, "").strip().lower().startswith("db+"):
-        carried.append(f"{RESULT_BACKEND_ENV} (a database result backend)")
+    problem = results_database_problem(env)
+    if problem is not None:
+        carried.append(f"{RESULT_BACKEND_ENV} (a database result backend {problem})")
     if carried:
         # Names only: the values are secrets.
         raise PlanError(
             f"{role} {why} and must not carry "
             + ", ".join(carried)
             + ": it reaches Airflow through the Task Execution API or the broker only"
-            + " (use a Redis result backend)"
+            + f" (use a Redis result backend, or the results-only database named by {RESULTS_DATABASE_ENV})"
         )
+
+
+def results_database_problem(env: Mapping[str, str]) -> str | None:
+    """Why a component that runs DAG code (or Flower) must not take this result backend; None
+    when it may: any non-database backend, or the results-only database.
+
+    The rule: a ``db+`` backend is accepted only when ``AIRFLOW_CELERY_RESULTS_DATABASE`` names
+    the results-only database and the URL logs in as the role of that name to the database of
+    that name (PostgreSQL). The worker cannot compare the URL with the metadata database's (it
+    never holds that URL), so the safety comes from what that name stands for: db-migrate
+    creates the role and the database under this one name, refuses a name equal to the
+    metadata database or its user, and checks that the role is no member of another role and
+    cannot connect to the metadata database. The metadata URL itself
+    (``db+postgresql://airflow:...@host/airflow``, what a local runtime uses) names another
+    user and database and is refused, as is any database backend when the variable is unset.
+    Names are shown in the reason, never the password.
+    """
+    backend = env.get(RESULT_BACKEND_ENV, "").strip()
+    if not backend.lower().startswith("db+"):
+        return None
+    name = env.get(RESULTS_DATABASE_ENV, "").strip()
+    if not name:
+        return f"while {RESULTS_DATABASE_ENV} names no results-only database"
+    if not _ROLE_NAME.fullmatch(name):
+        return f"while {RESULTS_DATABASE_ENV} is not a database name ({_ROLE_NAME.pattern})"
+    try:
+        parts = urllib.parse.urlsplit(backend[3:])
+        user, database = urllib.parse.unquote(parts.username or ""), parts.path.lstrip("/")
+    except ValueError:
+        return "that is not a URL (value not shown)"
+    if parts.scheme.lower() not in _RESULTS_SCHEMES:
+        return f"of scheme {parts.scheme!r}, not PostgreSQL"
+    if (user, database) != (name, name):
+        return f"that logs in as {user!r} to {database!r}, not as {name!r} to its own database"
+    return None
 
 
 def _plan_flower(args: Sequence[str], env: Mapping[str, str]) -> Plan:
@@ -522,6 +649,21 @@ def _plan_migrate(env: Mapping[str, str]) -> Plan:
             )
         steps += (Command(("python", "-c", READONLY_ROLE_SCRIPT)),)
         reason += f", then make or update the read-only role {role!r} (SELECT only)"
+    results = env.get(RESULTS_DATABASE_ENV, "").strip()
+    if results:
+        if not _ROLE_NAME.fullmatch(results):
+            raise PlanError(f"{RESULTS_DATABASE_ENV} must match {_ROLE_NAME.pattern}, got {results!r}")
+        if results == role:
+            raise PlanError(f"{RESULTS_DATABASE_ENV} must differ from {READONLY_USER_ENV} ({role!r})")
+        if not env.get(RESULTS_PASSWORD_ENV):
+            raise PlanError(
+                f"{RESULTS_DATABASE_ENV} is set but {RESULTS_PASSWORD_ENV} is not (inject it as a secret)"
+            )
+        steps += (Command(("python", "-c", RESULTS_DATABASE_SCRIPT)),)
+        reason += (
+            f", then make or update the results-only database and role {results!r} "
+            "(Celery results; no access to the metadata database)"
+        )
     return _one_off("db-migrate", env, steps, reason)
 
 

@@ -34,6 +34,16 @@ _SECRET_ARN = re.compile(
     r"^arn:aws:secretsmanager:[^:]*:[^:]*:secret:(?P<id>[^:]+)(?::(?P<key>[^:]*):(?P<stage>[^:]*):(?P<version>[^:]*))?$"
 )
 _DYNAMIC_REF = re.compile(r"\{\{resolve:secretsmanager:(?P<ref>[^}]+)\}\}")
+
+
+class _NoValue:
+    """``Ref: AWS::NoValue``: CloudFormation drops the list item or property that holds it."""
+
+    def __repr__(self) -> str:
+        return "AWS::NoValue"
+
+
+NO_VALUE: Any = _NoValue()
 _SUB_VAR = re.compile(r"\$\{(?P<name>!?[^}]+)\}")
 
 
@@ -138,6 +148,8 @@ class Resolver:
             return "local"
         if name == "AWS::URLSuffix":
             return "amazonaws.com"
+        if name == "AWS::NoValue":
+            return NO_VALUE
         if name in self.parameters:
             value = self.parameters[name]
             return [str(v) for v in value] if isinstance(value, list) else str(value)
@@ -175,7 +187,7 @@ class Resolver:
 
     def resolve(self, node: Any) -> Any:  # noqa: C901 - one branch per intrinsic
         if isinstance(node, list):
-            return [self.resolve(item) for item in node]
+            return [v for v in (self.resolve(item) for item in node) if v is not NO_VALUE]
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
@@ -220,7 +232,15 @@ class Resolver:
                 return ["us-east-1a", "us-east-1b"]
             if key.startswith("Fn::"):
                 raise TemplateError(f"intrinsic {key} is not supported by the local harness")
-        return {k: self.resolve(v) for k, v in node.items()}
+        return {k: r for k, r in ((k, self.resolve(v)) for k, v in node.items()) if r is not NO_VALUE}
+
+    def resources_created(self) -> dict[str, Any]:
+        """The resources CloudFormation creates with these parameters (their ``Condition`` holds)."""
+        return {
+            logical_id: resource
+            for logical_id, resource in self.resources.items()
+            if "Condition" not in resource or self.condition(resource["Condition"])
+        }
 
 
 # ---------------------------------------------------------------------------- reading
@@ -304,9 +324,9 @@ def container_specs(
                 image=str(resolver.resolve(raw["Image"])),
                 command=tuple(str(part) for part in resolver.resolve(raw.get("Command", []))),
                 environment={
-                    str(e["Name"]): str(resolver.resolve(e["Value"])) for e in raw.get("Environment", [])
+                    str(e["Name"]): str(e["Value"]) for e in resolver.resolve(raw.get("Environment", []))
                 },
-                secrets=tuple(_secret_ref(resolver, s) for s in raw.get("Secrets", [])),
+                secrets=tuple(_secret_ref(resolver, s) for s in resolver.resolve(raw.get("Secrets", []))),
                 mounts=tuple(mounts),
                 stop_timeout=int(raw["StopTimeout"]) if "StopTimeout" in raw else None,
                 health=_health(resolver.resolve(raw.get("HealthCheck"))),

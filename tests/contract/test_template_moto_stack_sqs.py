@@ -5,6 +5,7 @@ and the autoscaler's queue map and broker settings as deployed."""
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,3 +68,37 @@ def test_the_deployed_autoscaler_covers_all_five_queues_on_sqs(
     assert [(q.queue, q.service, q.min_workers, q.max_workers) for q in config.queues] == [
         (n, f"airflow-dev-worker-{n}", i % 2, 3 + i) for i, n in enumerate(NAMES)
     ]
+
+
+def test_the_sqs_stack_has_no_elasticache_and_a_results_database_secret(
+    stack: tuple[dict[str, Any], set[str]],
+) -> None:
+    # GIVEN the stack created with CeleryBroker=sqs
+    cloudformation = boto3.client("cloudformation", region_name="us-east-1")
+    assert cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    pages = cloudformation.get_paginator("list_stack_resources").paginate(StackName=STACK)
+    with warnings.catch_warnings():  # moto re-reads the resources and warns about types it lacks
+        warnings.simplefilter("ignore")
+        summaries = [r for page in pages for r in page["StackResourceSummaries"]]
+    created = {r["LogicalResourceId"]: r["ResourceType"] for r in summaries}
+    # THEN no ElastiCache resource, Redis security group or Redis token was created
+    assert not [i for i, t in created.items() if t.startswith("AWS::ElastiCache::")]
+    assert not {"Broker", "BrokerSubnetGroup", "RedisSecurityGroup", "BrokerAuthTokenSecret"} & set(created)
+    # AND the results-only role's credentials secret exists (a stand-in in moto, whose
+    # Secrets Manager is not driven by CloudFormation here; tests/unit/test_template_sqs_broker.py
+    # checks its generated JSON keys)
+    assert created["ResultsDatabaseCredentialsSecret"] == "AWS::SecretsManager::Secret"
+    (physical,) = [
+        r["PhysicalResourceId"]
+        for r in summaries
+        if r["LogicalResourceId"] == "ResultsDatabaseCredentialsSecret"
+    ]
+    # AND the migrate job's task definition carries the database's name and that secret's password
+    ecs = boto3.client("ecs", region_name="us-east-1")
+    (container,) = ecs.describe_task_definition(taskDefinition="airflow-dev-db-migrate")["taskDefinition"][
+        "containerDefinitions"
+    ]
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    assert env["AIRFLOW_CELERY_RESULTS_DATABASE"] == "celery_results"
+    secrets = {s["name"]: s["valueFrom"] for s in container["secrets"]}
+    assert secrets["AIRFLOW_CELERY_RESULTS_DB_PASSWORD"] == f"{physical}:password::"

@@ -515,9 +515,12 @@ def test_db_migrate_makes_a_select_only_role_the_control_plane_readers_can_use(
 
 
 def test_celery_accepts_the_templates_tls_result_backend_url(airflow_runtime: AirflowRuntime) -> None:
-    # GIVEN the result backend URL as template.yaml builds it (TLS, certificate verified, db 1)
+    # GIVEN the result backend URL as template.yaml builds it with Redis (TLS, certificate
+    # verified, db 1; the SQS broker's database URL: test_sqs_results_database.py)
     resources = load_template(TEMPLATE)["Resources"]
-    sub = resources["ResultBackendUrlSecret"]["Properties"]["SecretString"]["Fn::Sub"]
+    condition, _sqs, redis = resources["ResultBackendUrlSecret"]["Properties"]["SecretString"]["Fn::If"]
+    assert condition == "BrokerIsSqs"
+    sub = redis["Fn::Sub"]
     url = (
         sub.replace("{{resolve:secretsmanager:${BrokerAuthTokenSecret}:SecretString}}", "token")
         .replace("${Broker.PrimaryEndPoint.Address}", "broker.example")

@@ -29,8 +29,9 @@ RUNTIME_SITE_PACKAGES = (
 IMAGE_PARAMETER = "AirflowImageUri"
 # The secrets each Airflow role gets from Secrets Manager: exactly these, no more, no less, and
 # the same ARN for a name wherever it appears. Workers run DAG code: they reach Airflow through
-# the Task Execution API and hold only the broker and the Redis result backend. The one-off
-# jobs hold what their command uses. (README "Security" explains each line.)
+# the Task Execution API and hold only the broker and the result backend (Redis, or the
+# results-only database with CeleryBroker=sqs). The one-off jobs hold what their command
+# uses. (README "Security" explains each line.)
 _CORE = frozenset(
     {
         "AIRFLOW__CORE__FERNET_KEY",
@@ -47,7 +48,15 @@ ROLE_SECRETS: Mapping[str, frozenset[str]] = {
     "dag-processor": _CORE,
     "triggerer": _CORE,
     "celery-worker": frozenset({"AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND"}),
-    "db-migrate": frozenset({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_READONLY_DB_PASSWORD"}),
+    # With CeleryBroker=sqs db-migrate also gets the results-only role's password (a
+    # conditional entry; the rules read both branches of an Fn::If).
+    "db-migrate": frozenset(
+        {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            "AIRFLOW_READONLY_DB_PASSWORD",
+            "AIRFLOW_CELERY_RESULTS_DB_PASSWORD",
+        }
+    ),
     "create-user": frozenset({"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_ADMIN_PASSWORD"}),
     # Optional roles: Flower reads the broker behind its basic auth; a task run by the
     # AwsEcsExecutor reaches Airflow through the Task Execution API with its own token only.
@@ -103,6 +112,17 @@ def _as_list(value: Any) -> list[Any]:
 
 def _key(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def entries(value: Any) -> Iterator[dict[str, Any]]:
+    """The items of a list property such as Environment or Secrets: an item that is an
+    ``Fn::If`` counts with both branches (either may be deployed), ``AWS::NoValue`` with none."""
+    for item in value or []:
+        if isinstance(item, dict) and set(item) == {"Fn::If"}:
+            _, yes, no = item["Fn::If"]
+            yield from entries([branch for branch in (yes, no) if branch != {"Ref": "AWS::NoValue"}])
+        elif isinstance(item, dict):
+            yield item
 
 
 def containers(template: Template) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -194,7 +214,7 @@ def secrets_only_through_secrets(template: Template, base: Path) -> list[str]:
     """No secret-like name or value in a container Environment or a Lambda environment."""
     found = []
     for logical_id, _, container in containers(template):
-        for entry in container.get("Environment") or []:
+        for entry in entries(container.get("Environment")):
             name, value = str(entry.get("Name")), _key(entry.get("Value"))
             if SECRET_LIKE_NAME.search(name) or SECRET_LIKE_VALUE.search(value):
                 found.append(f"{logical_id}/{container.get('Name')}: {name} looks secret; use Secrets")
@@ -214,7 +234,7 @@ def secrets_by_role(template: Template, base: Path) -> list[str]:
     if not airflow:
         return ["no Airflow task definition (container image !Ref AirflowImageUri) found"]
     for logical_id, _, container in airflow:
-        secrets = {str(s.get("Name")): _key(s.get("ValueFrom")) for s in container.get("Secrets") or []}
+        secrets = {str(s.get("Name")): _key(s.get("ValueFrom")) for s in entries(container.get("Secrets"))}
         role = _role(container)
         allowed = ROLE_SECRETS.get(role)
         if allowed is None:
@@ -448,8 +468,8 @@ def container_environment_is_read(template: Template, base: Path) -> list[str]:
     found = []
     hook_reads = code_env.celery_hook_reads(PACKAGE_ROOT)
     for logical_id, _, container in airflow_containers(template):
-        names = [str(e.get("Name")) for e in container.get("Environment") or []]
-        names += [str(s.get("Name")) for s in container.get("Secrets") or []]
+        names = [str(e.get("Name")) for e in entries(container.get("Environment"))]
+        names += [str(s.get("Name")) for s in entries(container.get("Secrets"))]
         for name in names:
             problem = code_env.unknown_container_variable(name, RUNTIME_SITE_PACKAGES, ENTRYPOINT, hook_reads)
             if problem:
@@ -466,7 +486,7 @@ def workers_shut_down_gracefully(template: Template, base: Path) -> list[str]:
         worker_tasks.add(logical_id)
         if container.get("StopTimeout") != 120:
             found.append(f"{logical_id}: workers need StopTimeout 120 (the Fargate maximum)")
-        env = {str(e.get("Name")): e.get("Value") for e in container.get("Environment") or []}
+        env = {str(e.get("Name")): e.get("Value") for e in entries(container.get("Environment"))}
         if env.get("DUMB_INIT_SETSID") != "0":
             found.append(f"{logical_id}: workers need DUMB_INIT_SETSID=0 for a warm shutdown")
     if not worker_tasks:

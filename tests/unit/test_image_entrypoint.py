@@ -238,6 +238,75 @@ def test_celery_worker_refuses_a_database_result_backend() -> None:
     assert "pw@db" not in str(caught.value)
 
 
+RESULTS_URL = "db+postgresql://celery_results:pw-res-1a2b@db.internal:5432/celery_results?sslmode=require"
+
+
+@pytest.mark.parametrize("driver", ["", "+psycopg", "+psycopg2"])
+def test_celery_worker_takes_the_results_only_database_with_any_postgresql_driver(driver: str) -> None:
+    url = RESULTS_URL.replace("db+postgresql://", f"db+postgresql{driver}://")
+    env = worker_env(AIRFLOW__CELERY__RESULT_BACKEND=url, AIRFLOW_CELERY_RESULTS_DATABASE="celery_results")
+    assert "results-only database 'celery_results'" in ep.plan("celery-worker", [], env).reason
+
+
+def test_celery_worker_takes_the_results_only_database_as_its_result_backend() -> None:
+    # GIVEN the SQS broker option: the result backend is the results-only database, named by
+    # the template's marker variable
+    env = worker_env(
+        AIRFLOW__CELERY__RESULT_BACKEND=RESULTS_URL, AIRFLOW_CELERY_RESULTS_DATABASE="celery_results"
+    )
+    # WHEN planning the worker
+    p = ep.plan("celery-worker", [], env)
+    # THEN it starts, still without the metadata database, and says where results go
+    assert p.exec_argv == ("airflow", "celery", "worker")
+    assert dict(p.env_set)["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == ep.WORKER_NO_DATABASE_URL
+    assert "results-only database 'celery_results'" in p.reason
+    assert "pw-res-1a2b" not in p.reason
+
+
+@pytest.mark.parametrize(
+    ("backend", "marker", "why"),
+    [
+        # the metadata database's URL, even with the marker set
+        (
+            "db+postgresql://airflow:pw-res-1a2b@db.internal:5432/airflow",
+            "celery_results",
+            "logs in as 'airflow'",
+        ),
+        # the results role pointed at the metadata database
+        ("db+postgresql://celery_results:pw-res-1a2b@db/airflow", "celery_results", "to 'airflow'"),
+        # the master user pointed at the results database
+        ("db+postgresql://airflow:pw-res-1a2b@db/celery_results", "celery_results", "logs in as 'airflow'"),
+        # a results database, but no marker: nothing says what it is
+        (RESULTS_URL, "", "names no results-only database"),
+        # another engine
+        ("db+mysql://celery_results:pw-res-1a2b@db/celery_results", "celery_results", "not PostgreSQL"),
+        (
+            "db+postgresql://celery_results:pw-res-1a2b@db/celery_results",
+            "Celery Results",
+            "not a database name",
+        ),
+    ],
+)
+def test_celery_worker_refuses_any_other_database_result_backend(backend: str, marker: str, why: str) -> None:
+    env = worker_env(AIRFLOW__CELERY__RESULT_BACKEND=backend, AIRFLOW_CELERY_RESULTS_DATABASE=marker)
+    with pytest.raises(ep.PlanError, match="database result backend") as caught:
+        ep.plan("celery-worker", [], env)
+    assert why in str(caught.value)
+    assert "pw-res-1a2b" not in str(caught.value)
+
+
+def test_the_results_database_does_not_excuse_the_metadata_database_url() -> None:
+    # GIVEN a worker with the results-only backend AND the metadata database URL
+    env = worker_env(
+        AIRFLOW__CELERY__RESULT_BACKEND=RESULTS_URL,
+        AIRFLOW_CELERY_RESULTS_DATABASE="celery_results",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=DB_URL,
+    )
+    # THEN it is still refused for the database URL
+    with pytest.raises(ep.PlanError, match="AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+        ep.plan("celery-worker", [], env)
+
+
 def test_celery_worker_needs_the_execution_api_url() -> None:
     env = worker_env()
     del env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
@@ -567,6 +636,54 @@ def test_db_migrate_makes_the_read_only_role_after_the_migration_when_asked() ->
     ],
 )
 def test_db_migrate_refuses_a_bad_read_only_role_setting(extra: dict[str, str], message: str) -> None:
+    with pytest.raises(ep.PlanError, match=message):
+        ep.plan("db-migrate", [], base_env(**extra))
+
+
+def test_db_migrate_makes_the_results_database_after_the_migration_when_asked() -> None:
+    # GIVEN the SQS broker option's migrate job: the read-only role and the results database
+    env = base_env(
+        AIRFLOW_READONLY_DB_USER="airflow_readonly",
+        AIRFLOW_READONLY_DB_PASSWORD="pw-9f8e7d",
+        AIRFLOW_CELERY_RESULTS_DATABASE="celery_results",
+        AIRFLOW_CELERY_RESULTS_DB_PASSWORD="pw-res-1a2b",
+    )
+    # WHEN planning db-migrate
+    p = ep.plan("db-migrate", [], env)
+    # THEN migration, read-only role, then the results database; no password in any argv
+    assert [step.argv[:2] for step in p.steps] == [("airflow", "db"), ("python", "-c"), ("python", "-c")]
+    script = p.steps[2].argv[2]
+    assert "CREATE DATABASE" in script
+    assert "REVOKE CONNECT, TEMPORARY ON DATABASE" in script
+    assert all(
+        secret not in part
+        for step in p.steps
+        for part in step.argv
+        for secret in ("pw-9f8e7d", "pw-res-1a2b")
+    )
+    assert "results-only database and role 'celery_results'" in p.reason
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"AIRFLOW_CELERY_RESULTS_DATABASE": "celery_results"}, "AIRFLOW_CELERY_RESULTS_DB_PASSWORD is not"),
+        (
+            {"AIRFLOW_CELERY_RESULTS_DATABASE": "x; DROP", "AIRFLOW_CELERY_RESULTS_DB_PASSWORD": "x"},
+            "must match",
+        ),
+        (
+            {
+                "AIRFLOW_CELERY_RESULTS_DATABASE": "airflow_readonly",
+                "AIRFLOW_CELERY_RESULTS_DB_PASSWORD": "x",
+                "AIRFLOW_READONLY_DB_USER": "airflow_readonly",
+                "AIRFLOW_READONLY_DB_PASSWORD": "y",
+            },
+            "must differ from AIRFLOW_READONLY_DB_USER",
+        ),
+    ],
+)
+def test_db_migrate_refuses_a_bad_results_database_setting(extra: dict[str, str], message: str) -> None:
     with pytest.raises(ep.PlanError, match=message):
         ep.plan("db-migrate", [], base_env(**extra))
 

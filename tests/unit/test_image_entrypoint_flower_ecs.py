@@ -195,3 +195,14 @@ def test_ecs_task_refuses_control_secrets_and_needs_the_execution_api(name: str)
 def test_the_usage_names_the_new_roles(tmp_path: Path) -> None:
     assert "flower" in ep.USAGE
     assert "ecs-task" in ep.USAGE
+
+
+def test_flower_takes_the_results_only_database_and_no_other_database_backend() -> None:
+    results = "db+postgresql://celery_results:pw-res-1a2b@db.internal:5432/celery_results?sslmode=require"
+    env = flower_env(
+        AIRFLOW__CELERY__RESULT_BACKEND=results, AIRFLOW_CELERY_RESULTS_DATABASE="celery_results"
+    )
+    assert ep.plan("flower", [], env).role == "flower"
+    metadata = "db+postgresql://airflow:pw-res-1a2b@db.internal:5432/airflow"
+    with pytest.raises(ep.PlanError, match="database result backend"):
+        ep.plan("flower", [], {**env, "AIRFLOW__CELERY__RESULT_BACKEND": metadata})

@@ -28,7 +28,13 @@ ALLOWED: dict[str, set[str]] = {
         "AIRFLOW__CELERY__RESULT_BACKEND",
     },
     "celery-worker": {"AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND"},
-    "db-migrate": {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_READONLY_DB_PASSWORD"},
+    # The results-only role's password only with CeleryBroker=sqs (a conditional entry, read
+    # with both branches here; tests/unit/test_template_sqs_broker.py resolves it per mode).
+    "db-migrate": {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW_READONLY_DB_PASSWORD",
+        "AIRFLOW_CELERY_RESULTS_DB_PASSWORD",
+    },
     "create-user": {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW_ADMIN_PASSWORD"},
     # Optional: Flower (the broker and its basic-auth pair), a task of the AwsEcsExecutor (none).
     "flower": {"AIRFLOW__CELERY__BROKER_URL", "AIRFLOW_FLOWER_USERNAME", "AIRFLOW_FLOWER_PASSWORD"},
@@ -56,7 +62,7 @@ def containers_by_role(translated: dict[str, Any]) -> dict[str, list[tuple[str, 
 
 
 def secret_refs(container: dict[str, Any]) -> dict[str, Any]:
-    return {s["Name"]: s["ValueFrom"] for s in container.get("Secrets", [])}
+    return {s["Name"]: s["ValueFrom"] for s in rules.entries(container.get("Secrets"))}
 
 
 def secret_id(value_from: Any) -> str:
@@ -90,16 +96,23 @@ def test_no_container_carries_a_secret_in_plain_environment(translated: dict[str
                 assert not names & WORKER_FORBIDDEN, logical_id
 
 
-def test_workers_result_backend_is_redis_not_the_metadata_database(translated: dict[str, Any]) -> None:
+def test_workers_result_backend_is_never_the_metadata_database(translated: dict[str, Any]) -> None:
     # GIVEN the secret a worker's AIRFLOW__CELERY__RESULT_BACKEND comes from
     resources = translated["Resources"]
     (_, worker), *_ = containers_by_role(translated)["celery-worker"]
     backend = secret_id(secret_refs(worker)["AIRFLOW__CELERY__RESULT_BACKEND"])
-    value = resources[backend]["Properties"]["SecretString"]["Fn::Sub"]
-    # THEN it is a TLS Redis URL built from the broker's token, never a db+ database URL
-    assert value.startswith("rediss://:{{resolve:secretsmanager:${BrokerAuthTokenSecret}")
-    assert "db+" not in value
-    assert "DatabaseCredentialsSecret" not in value
+    condition, sqs, redis = resources[backend]["Properties"]["SecretString"]["Fn::If"]
+    # THEN with Redis it is a TLS Redis URL built from the broker's token
+    assert condition == "BrokerIsSqs"
+    assert redis["Fn::Sub"].startswith("rediss://:{{resolve:secretsmanager:${BrokerAuthTokenSecret}")
+    # AND with SQS the results-only database as its own role, never the metadata credentials
+    assert sqs["Fn::Sub"].startswith(
+        "db+postgresql://celery_results:{{resolve:secretsmanager:${ResultsDatabaseCredentialsSecret}"
+    )
+    assert sqs["Fn::Sub"].endswith("/celery_results?sslmode=require")
+    for value in (sqs["Fn::Sub"], redis["Fn::Sub"]):
+        assert "${DatabaseCredentialsSecret}" not in value
+        assert "${MetadataDatabaseUrlSecret}" not in value
 
 
 def test_the_execution_role_reads_only_secrets_some_container_holds(translated: dict[str, Any]) -> None:

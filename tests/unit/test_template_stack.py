@@ -222,7 +222,7 @@ def test_one_off_jobs_task_definitions_fit_the_bring_up(template: dict[str, Any]
         containers = template["Resources"][task_id]["Properties"]["ContainerDefinitions"]
         # THEN the container each step overrides exists in its task definition
         assert [c["Name"] for c in containers] == [subs[f"{job}ContainerName"]]
-        secrets_by_job[job] = {s["Name"] for s in containers[0].get("Secrets", [])}
+        secrets_by_job[job] = {s["Name"] for s in rules.entries(containers[0].get("Secrets"))}
         # AND the state machine role may run that family
         family = template["Resources"][task_id]["Properties"]["Family"]["Fn::Sub"]
         assert f"task-definition/{family}:*" in role

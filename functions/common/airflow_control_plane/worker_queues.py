@@ -152,6 +152,13 @@ def load_queues(path: Path) -> tuple[WorkerQueue, ...]:
 # ---------------------------------------------------------------------- rendering
 
 
+# The results-only database of CeleryBroker=sqs (role and database of one name; the template's
+# ResultBackendUrlSecret and db-migrate use the same name): what the entrypoint's
+# AIRFLOW_CELERY_RESULTS_DATABASE tells a worker to accept as its result backend.
+RESULTS_DATABASE_ENV = "AIRFLOW_CELERY_RESULTS_DATABASE"
+RESULTS_DATABASE = "celery_results"
+
+
 def _service_name(queue: WorkerQueue) -> str:
     return f"${{EnvironmentName}}-worker-{queue.name}"
 
@@ -250,9 +257,15 @@ def _resources(queue: WorkerQueue) -> list[str]:
         f'            Value: "{queue.concurrency}"',
         "          - Name: DUMB_INIT_SETSID",
         '            Value: "0"',
-        "        # A worker runs DAG code: only the broker and the (Redis) result backend. It reaches",
-        "        # Airflow through the Task Execution API; no database, Fernet, JWT or API secret key",
-        "        # (the entrypoint refuses to start a worker that carries one).",
+        "          # CeleryBroker=sqs: the result backend is the results-only database of this name",
+        "          # (role and database); the entrypoint takes no other database backend. Empty (no",
+        "          # database backend at all) with Redis.",
+        f"          - Name: {RESULTS_DATABASE_ENV}",
+        f'            Value: !If [BrokerIsSqs, {RESULTS_DATABASE}, ""]',
+        "        # A worker runs DAG code: only the broker and the result backend (Redis, or the",
+        "        # results-only database with CeleryBroker=sqs). It reaches Airflow through the Task",
+        "        # Execution API; no metadata database, Fernet, JWT or API secret key (the entrypoint",
+        "        # refuses to start a worker that carries one).",
         "        Secrets:",
         "          - Name: AIRFLOW__CELERY__BROKER_URL",
         "            ValueFrom: !Ref BrokerUrlSecret",
@@ -277,7 +290,7 @@ def _resources(queue: WorkerQueue) -> list[str]:
         "    NetworkConfiguration:",
         "      AwsvpcConfiguration:",
         "        AssignPublicIp: DISABLED",
-        "        SecurityGroups: [!Ref AirflowSecurityGroup]",
+        "        SecurityGroups: [!Ref WorkerSecurityGroup]",
         "        Subnets: !If",
         "          - CreateVpc",
         "          - [!Ref PrivateSubnet1, !Ref PrivateSubnet2]",
