@@ -11,7 +11,7 @@ import pytest
 from airflow_control_plane.errors import TransientError
 from airflow_control_plane.scaling.config import QueueScaling
 from airflow_control_plane.scaling.demand import DueDagRun, TaskCounts
-from airflow_control_plane.scaling.drain import InMemoryWorkerControl
+from airflow_control_plane.scaling.drain import InMemoryWorkerControl, remote_control_unavailable_reason
 from airflow_control_plane.scaling.ecs import InMemoryWorkerServices, ServiceCounts
 from airflow_control_plane.scaling.events import RecordingPublisher
 from airflow_control_plane.scaling.hibernation import FixedFlag
@@ -379,3 +379,36 @@ def test_release_with_the_broker_down_releases_nothing_and_says_why() -> None:
     assert ports.services.released == {}
     assert ports.services.calls == []
     assert any("Celery inspect" in error for error in run.errors), run.errors
+
+
+def test_a_broker_without_remote_control_keeps_every_worker_names_why_and_counts_no_error() -> None:
+    # GIVEN idle queues past their idle period, on a broker whose workers run no remote control
+    ports = make_ports(counts={}, depths={}, desired={"default": 2, "etl": 3})
+    idle_for_an_hour(ports)
+    assert isinstance(ports.control, InMemoryWorkerControl)
+    ports.control.unavailable = remote_control_unavailable_reason("sqs")
+    # WHEN the autoscaler evaluates
+    run = evaluate(QUEUES, ports, AT)
+    # THEN no worker is drained or stopped, each decision says why, and no error is counted
+    assert isinstance(ports.services, InMemoryWorkerServices)
+    assert ports.services.calls == []
+    assert ports.control.calls == []
+    assert run.errors == ()
+    for outcome in run.outcomes:
+        assert outcome.decision.action is Action.HOLD
+        assert "per-worker busy counts (Celery remote control is unavailable on the SQS broker" in (
+            outcome.decision.reason
+        )
+        assert "never scale down" in outcome.decision.reason
+
+
+def test_a_broker_without_remote_control_still_scales_up() -> None:
+    # GIVEN 20 etl tasks waiting and no remote control
+    ports = make_ports(counts={"etl": TaskCounts(queued=20)}, depths={"etl": 20}, desired={})
+    assert isinstance(ports.control, InMemoryWorkerControl)
+    ports.control.unavailable = remote_control_unavailable_reason("sqs")
+    # WHEN the autoscaler evaluates, THEN etl still goes to 3 at once
+    run = evaluate(QUEUES, ports, AT)
+    assert isinstance(ports.services, InMemoryWorkerServices)
+    assert ports.services.calls == [("worker-etl", 3)]
+    assert run.errors == ()

@@ -26,6 +26,12 @@ can stop only a worker the scaler released. For the workers a ``SCALE_DOWN`` dec
 Every step's failure keeps the workers (the safe default): at worst an idle worker lives until
 the next evaluation. The pure part (:func:`confirm_idle`) decides from what was read; the
 ports do the I/O.
+
+Celery remote control needs a broker with broadcast (fanout) exchanges. kombu's SQS transport
+(5.7) declares only ``direct`` exchanges, so Celery workers on SQS run no remote-control mailbox
+and nothing can be asked or cancelled; :class:`KombuWorkerControl` raises
+:class:`RemoteControlUnavailable` for such a broker before any call, and the autoscaler then
+never scales in (README "SQS broker" has what was measured).
 """
 
 from __future__ import annotations
@@ -37,11 +43,26 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from airflow_control_plane.errors import InvalidInputError, TransientError
+from airflow_control_plane.errors import ControlPlaneError, InvalidInputError, TransientError
 
 WORKER_PREFIX = "worker-"
 DEFAULT_SETTLE_S = 1.5  # > kombu's Redis brpop_timeout (1 s): see step 2
 DEFAULT_REPLY_TIMEOUT_S = 1.0
+
+
+class RemoteControlUnavailable(ControlPlaneError):
+    """The broker's transport offers no Celery remote control: no worker can be inspected,
+    cancelled or drained. A lasting property of the broker, not a failed read."""
+
+
+def remote_control_unavailable_reason(transport: str) -> str:
+    """Why a broker's workers cannot be asked or cancelled (named in the autoscaler's decision)."""
+    if transport == "sqs":
+        return (
+            "Celery remote control is unavailable on the SQS broker: kombu's SQS transport declares no "
+            'fanout exchange, so workers run no remote-control mailbox (README "SQS broker")'
+        )
+    return f"Celery remote control is unavailable on the {transport} broker: no fanout exchanges"
 
 
 def worker_id(hostname: str) -> str:
@@ -187,6 +208,17 @@ class KombuWorkerControl:
         self._options = dict(transport_options or {})
         self._mailbox = pidbox.Mailbox(namespace, type="fanout", accept=["json"], serializer="json")
 
+    def _require_remote_control(self) -> None:
+        """Celery's own test (its worker runs the remote-control mailbox only if the transport
+        supports fanout exchanges), made before any broker call. Building the connection object
+        contacts nothing."""
+        conn = self._connection(self._url, transport_options=self._options)
+        try:
+            if not conn.supports_exchange_type("fanout"):
+                raise RemoteControlUnavailable(remote_control_unavailable_reason(conn.transport.driver_type))
+        finally:
+            conn.release()
+
     def _broadcast(
         self, command: str, arguments: Mapping[str, Any], destination: Sequence[str] | None
     ) -> dict[str, Any]:
@@ -205,6 +237,7 @@ class KombuWorkerControl:
         return _replies(raw)
 
     def busy(self, queue: str, hostnames: Sequence[str] | None = None) -> dict[str, int]:
+        self._require_remote_control()
         # Addressed to every worker, a broadcast waits its whole reply timeout: the three
         # questions go out at once, each on its own connection.
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="celery-inspect") as pool:
@@ -227,6 +260,7 @@ class KombuWorkerControl:
     def _consumer(self, command: str, queue: str, hostnames: Sequence[str]) -> set[str]:
         if not hostnames:
             return set()
+        self._require_remote_control()
         replies = self._broadcast(command, {"queue": queue}, hostnames)
         return {name for name, answer in replies.items() if isinstance(answer, dict) and "ok" in answer}
 
@@ -248,8 +282,14 @@ class InMemoryWorkerControl:
         self.on_cancel: Callable[[str], None] | None = None  # e.g. a task landing during the drain
         self.silent: set[str] = set()
         self.down = False
+        self.unavailable = ""  # set: a broker without remote control (RemoteControlUnavailable)
+
+    def _require_remote_control(self) -> None:
+        if self.unavailable:
+            raise RemoteControlUnavailable(self.unavailable)
 
     def busy(self, queue: str, hostnames: Sequence[str] | None = None) -> dict[str, int]:
+        self._require_remote_control()
         if self.down:
             raise TransientError("Celery control active failed: broker unreachable")
         if hostnames is None:
@@ -259,6 +299,7 @@ class InMemoryWorkerControl:
         return {n: self.counts[n] for n in names if n not in self.silent}
 
     def cancel(self, queue: str, hostnames: Sequence[str]) -> set[str]:
+        self._require_remote_control()
         self.calls.append(("cancel", tuple(hostnames)))
         acked = {n for n in hostnames if n in self.counts and n not in self.silent}
         self.consuming -= acked
@@ -268,6 +309,7 @@ class InMemoryWorkerControl:
         return acked
 
     def resume(self, queue: str, hostnames: Sequence[str]) -> set[str]:
+        self._require_remote_control()
         self.calls.append(("resume", tuple(hostnames)))
         acked = {n for n in hostnames if n in self.counts}
         self.consuming |= acked

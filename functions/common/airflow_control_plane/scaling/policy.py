@@ -97,6 +97,9 @@ class WorkerCount:
     desired: int
     running: int
     workers: tuple[WorkerView, ...] | None = None
+    # Why ``workers`` is None when that is a known limit rather than a failed read (the SQS
+    # broker has no Celery remote control): named in the decision's reason.
+    unread_why: str = ""
 
 
 @dataclass(frozen=True)
@@ -228,12 +231,13 @@ def _scale_down(
 ) -> ScalingDecision:
     current = workers.desired
     hold = Action.HOLD
+    busy_counts = "per-worker busy counts" + (f" ({workers.unread_why})" if workers.unread_why else "")
     unread = [
         name
         for name, ok in (
             ("metadata database", demand.database_read),
             ("broker", demand.broker_read),
-            ("per-worker busy counts", workers.workers is not None),
+            (busy_counts, workers.workers is not None),
         )
         if not ok
     ]

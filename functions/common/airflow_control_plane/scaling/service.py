@@ -21,7 +21,13 @@ from typing import Any, TypeVar
 from airflow_control_plane.scaling.broker import BrokerDepth
 from airflow_control_plane.scaling.config import QueueScaling
 from airflow_control_plane.scaling.demand import DemandReader, DueDagRun, TaskCounts, prewarm_demand
-from airflow_control_plane.scaling.drain import DEFAULT_SETTLE_S, DrainResult, WorkerControl, drain
+from airflow_control_plane.scaling.drain import (
+    DEFAULT_SETTLE_S,
+    DrainResult,
+    RemoteControlUnavailable,
+    WorkerControl,
+    drain,
+)
 from airflow_control_plane.scaling.ecs import WorkerServices
 from airflow_control_plane.scaling.events import ChangePublisher
 from airflow_control_plane.scaling.hibernation import HibernationFlag
@@ -100,10 +106,15 @@ class _Errors:
     def __init__(self) -> None:
         self.items: list[str] = []
 
-    def guard(self, what: str, read: Callable[[], T]) -> T | None:
-        """Run one read or action; on any failure record it and return None."""
+    def guard(
+        self, what: str, read: Callable[[], T], *, passthrough: tuple[type[Exception], ...] = ()
+    ) -> T | None:
+        """Run one read or action; on any failure record it and return None (``passthrough``:
+        the exceptions the caller handles itself)."""
         try:
             return read()
+        except passthrough:
+            raise
         except Exception as exc:  # the fail-safe boundary: nothing escapes, everything is recorded
             self.items.append(f"{what}: {type(exc).__name__}: {exc}")
             return None
@@ -150,9 +161,16 @@ def _read_workers(scaling: QueueScaling, ports: ScalingPorts, errors: _Errors) -
     described = errors.guard(f"worker service {service} (describe)", lambda: ports.services.describe(service))
     if described is None:
         return None
-    busy = errors.guard(
-        f"workers of queue {scaling.queue} (Celery inspect)", lambda: ports.control.busy(scaling.queue)
-    )
+    try:
+        busy = errors.guard(
+            f"workers of queue {scaling.queue} (Celery inspect)",
+            lambda: ports.control.busy(scaling.queue),
+            passthrough=(RemoteControlUnavailable,),
+        )
+    except RemoteControlUnavailable as exc:
+        # A known limit of the broker, not a failed read: no error (it would count as a
+        # ScalingError at every evaluation); the decision's reason names it instead.
+        return WorkerCount(described.desired, described.running, None, unread_why=str(exc))
     views = None if busy is None else tuple(WorkerView(n, b) for n, b in sorted(busy.items()))
     return WorkerCount(described.desired, described.running, views)
 
