@@ -3,8 +3,9 @@
 One pure function builds the environment (``AIRFLOW__SECTION__KEY`` variables) so the
 api-server, scheduler, dag-processor, triggerer and workers cannot disagree: the same fernet
 key, API secret key and JWT secret (an unset JWT secret is generated per process and breaks
-authentication between components), CeleryExecutor with Redis as broker and the metadata
-database as result backend, the FAB auth manager, and the execution API URL the workers use.
+authentication between components), CeleryExecutor with Redis (or SQS, ``AFCTL_BROKER=sqs``)
+as broker and the metadata database as result backend, the FAB auth manager, and the execution
+API URL the workers use.
 Keys are checked against Airflow 3.3.2's config_templates/config.yml.
 """
 
@@ -69,6 +70,9 @@ class AirflowEnvInputs:
     # (default 120 s): on SIGTERM the api-server waited for idle keep-alive connections far
     # past the supervisor's grace and was SIGKILLed at every `down`. Kept below the grace.
     api_shutdown_timeout_s: int = 15
+    # The broker's [celery_broker_transport_options] (the SQS broker's, as template.yaml sets
+    # them); empty for Redis.
+    broker_transport_env: tuple[tuple[str, str], ...] = ()
 
     @property
     def api_base_url(self) -> str:
@@ -103,6 +107,7 @@ def airflow_environment(inputs: AirflowEnvInputs) -> dict[str, str]:
         bundle["AIRFLOW__DAG_PROCESSOR__BUNDLE_REFRESH_CHECK_INTERVAL"] = str(BUNDLE_REFRESH_CHECK_INTERVAL_S)
     return {
         **bundle,
+        **dict(inputs.broker_transport_env),
         "AIRFLOW_HOME": str(inputs.airflow_home),
         "PYTHONDONTWRITEBYTECODE": "1",
         STATE_MARKER_ENV: str(inputs.state_dir),

@@ -184,22 +184,27 @@ class BringUp:
         target = backing.PostgresTarget.parse(db_url)
         port = self._api_port(state)
         running = LocalEcs(s.paths).is_running()
+        sqs_record = s.sqs.to_record() if s.sqs else None
         change = decide_reconfigure(
-            {"api_port": state.api_port, "database_url": state.database_url, "redis_url": state.redis_url},
-            {"api_port": port, "database_url": db_url, "redis_url": redis_url},
+            {"api_port": state.api_port, "database_url": state.database_url, "redis_url": state.redis_url,
+             "broker": state.broker, "sqs": state.sqs},
+            {"api_port": port, "database_url": db_url, "redis_url": redis_url,
+             "broker": s.broker, "sqs": sqs_record},
             running=running,
         )  # fmt: skip
         if not change.run:
             raise ConfigError(change.reason)
         created = backing.ensure_database(target)
         lease_note, joined = self._claim_leases(target, redis_url, state)
+        broker_url, broker_note = self._broker(redis_url)
         keys = load_or_create_keys(s.paths.secrets)
         inputs = AirflowEnvInputs(
             airflow_home=s.paths.airflow_home,
             dags_folder=dags.airflow_dags_folder,
             dag_bundle_target=dags.bundle_target,
             sqlalchemy_url=target.sqlalchemy_url,
-            broker_url=redis_url,
+            broker_url=broker_url,
+            broker_transport_env=tuple(sorted(s.sqs.airflow_env().items())) if s.sqs else (),
             keys=keys,
             api_host=s.api_host,
             api_port=port,
@@ -209,7 +214,9 @@ class BringUp:
             api_shutdown_timeout_s=max(5, s.stop_grace_s - 5),
         )
         env = process_environment(self.base_env, airflow_environment(inputs))
-        state = state.with_(api_port=port, database_url=db_url, redis_url=redis_url)
+        state = state.with_(
+            api_port=port, database_url=db_url, redis_url=redis_url, broker=s.broker, sqs=sqs_record
+        )
         state.save(s.paths)
         specs = {**service_specs(s.airflow_bin, s.worker_concurrency), **local_autoscaler.specs(s)}
         if s.flower:
@@ -239,7 +246,8 @@ class BringUp:
         )
         return (
             context,
-            f"{pg_note}; {redis_note}; {db_note}; {lease_note}; api port {port}; state {s.paths.root}",
+            f"{pg_note}; {redis_note}; {broker_note}; {db_note}; {lease_note}; api port {port}; "
+            f"state {s.paths.root}",
         )
 
     def _sync_dags(self) -> DagSource:
@@ -300,6 +308,20 @@ class BringUp:
     @staticmethod
     def _db_name(url: str) -> str:
         return backing.PostgresTarget.parse(url).database
+
+    def _broker(self, redis_url: str) -> tuple[str, str]:
+        """The Celery broker URL, and for SQS its queues, created as template.yaml creates them."""
+        sqs = self.settings.sqs
+        if sqs is None:
+            return redis_url, "broker Redis"
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            name = sqs.ensure_queue(sqs.client(), local_autoscaler.DEFAULT_QUEUE)
+        except (BotoCoreError, ClientError) as exc:
+            where = sqs.endpoint_url or f"AWS SQS in {sqs.region}"
+            raise ConfigError(f"SQS broker at {where} unusable (AFCTL_SQS_*): {exc}") from exc
+        return sqs.broker_url, f"broker SQS {sqs.endpoint_url or sqs.region} (queue {name} and its -dlq)"
 
     def _redis(self, state: RuntimeState) -> tuple[str, str, RuntimeState]:
         s = self.settings

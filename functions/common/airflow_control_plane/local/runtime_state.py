@@ -17,6 +17,9 @@ class RuntimeState:
     redis_url: str | None = None
     embedded_postgres: bool = False
     embedded_redis: bool = False
+    # The Celery broker in use: "redis" (redis_url) or "sqs" (sqs: SqsBroker.to_record()).
+    broker: str = "redis"
+    sqs: dict[str, Any] | None = None
     migration: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -16,6 +16,7 @@ from airflow_control_plane.config import optional_bool, optional_int, optional_s
 from airflow_control_plane.errors import ConfigError
 from airflow_control_plane.local.lease import JOIN_ENV, default_database_name
 from airflow_control_plane.local.paths import StatePaths, repo_root
+from airflow_control_plane.local.sqs_broker import BROKERS, SqsBroker
 
 DEFAULT_POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"
 # Without AFCTL_REDIS_URL the db number is claimed per state folder at the first `up`
@@ -76,6 +77,10 @@ class LocalSettings:
     # Flower (AFCTL_FLOWER=true): started with the workers, stopped with them, behind basic auth.
     flower: bool = False
     flower_port: int = 5555
+    # The Celery broker (AFCTL_BROKER): "redis" (default) or "sqs" (AFCTL_SQS_*; README
+    # "SQS broker"). With SQS, Redis still runs but no component uses it.
+    broker: str = "redis"
+    sqs: SqsBroker | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LocalSettings:
@@ -114,4 +119,23 @@ class LocalSettings:
             join=optional_bool(JOIN_ENV, False, source),
             flower=optional_bool("AFCTL_FLOWER", False, source),
             flower_port=_port("AFCTL_FLOWER_PORT", 5555, source),
+            broker=_broker(source),
+            sqs=_sqs(paths.root, source) if _broker(source) == "sqs" else None,
         )
+
+
+def _broker(source: Mapping[str, str]) -> str:
+    broker = optional_str("AFCTL_BROKER", "redis", source).strip().lower() or "redis"
+    if broker not in BROKERS:
+        raise ConfigError(f"environment variable AFCTL_BROKER must be one of {BROKERS}, got {broker!r}")
+    return broker
+
+
+def _sqs(root: Path, source: Mapping[str, str]) -> SqsBroker:
+    region = source.get("AWS_REGION") or source.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return SqsBroker(
+        region=optional_str("AFCTL_SQS_REGION", region, source),
+        # Per state folder, like the database name: two environments on one SQS never share a queue.
+        queue_name_prefix=optional_str("AFCTL_SQS_QUEUE_PREFIX", f"{default_database_name(root)}-", source),
+        endpoint_url=optional_str("AFCTL_SQS_ENDPOINT_URL", "", source).strip(),
+    )

@@ -32,6 +32,14 @@ def _without_password(url: str | None) -> str | None:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _broker(state: RuntimeState) -> str | None:
+    """The broker the components use: the Redis URL, or the SQS queue prefix and endpoint."""
+    if state.broker == "sqs" and state.sqs:
+        where = state.sqs.get("endpoint_url") or f"AWS {state.sqs.get('region')}"
+        return f"sqs ({where}, queues {state.sqs.get('queue_name_prefix')}*)"
+    return _without_password(state.redis_url)
+
+
 def _dags(settings: LocalSettings) -> tuple[str, str | None]:
     """(where DAGs come from, the live release); never fails the status."""
     try:
@@ -111,7 +119,7 @@ def collect_status(settings: LocalSettings) -> StatusReport:
         "last_sync": record.get("last"),
         "last_refused_sync": record.get("last_refused"),
         "database": _without_password(state.database_url),
-        "broker": _without_password(state.redis_url),
+        "broker": _broker(state),
     }
     if not ecs.is_running():
         desired = read_json(paths.desired_counts) or {}

@@ -6,7 +6,10 @@ airflow_control_plane.local.autoscaler`` (this package's ``__main__``, the comma
 evaluates :func:`airflow_control_plane.scaling.service.evaluate` with:
 
 - demand: ``PgDemandReader`` on the local metadata database;
-- broker depth: ``RedisQueueDepth`` on the local Redis;
+- broker depth: ``RedisQueueDepth`` on the local Redis, or ``SqsQueueDepth`` with the SQS
+  broker (``AFCTL_BROKER=sqs``), as the Lambda with ``BROKER_TRANSPORT=sqs``;
+- workers' busy counts and the drain: ``KombuWorkerControl`` on the broker (on SQS it reports
+  Celery remote control unavailable, so no worker is drained: README "SQS broker");
 - workers: :class:`LocalWorkerServices` (the supervisor's ``worker`` service);
 - idle clock: ``JsonFileStore`` at ``run/scale-memory.json``;
 - hibernation: ``FileFlag`` at ``run/hibernated``, written by ``afctl down`` before anything
@@ -32,9 +35,10 @@ from airflow_control_plane.local.ecs import LocalEcs, ServiceControl
 from airflow_control_plane.local.paths import StatePaths
 from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.settings import LocalSettings
+from airflow_control_plane.local.sqs_broker import SqsBroker
 from airflow_control_plane.local.worker_services import LocalWorkerServices
 from airflow_control_plane.poll import poll_done
-from airflow_control_plane.scaling.broker import RedisQueueDepth
+from airflow_control_plane.scaling.broker import BrokerDepth, RedisQueueDepth
 from airflow_control_plane.scaling.config import QueueScaling
 from airflow_control_plane.scaling.demand import PgDemandReader
 from airflow_control_plane.scaling.drain import KombuWorkerControl
@@ -195,14 +199,20 @@ def build_ports(
     if not state.database_url or not state.redis_url:
         raise ConfigError(f"{paths.settings} records no database or Redis URL; run `afctl up` first")
     services = LocalWorkerServices(ecs)
+    broker: BrokerDepth = RedisQueueDepth.from_url(state.redis_url)
+    control = KombuWorkerControl(state.redis_url)
+    if state.broker == "sqs":
+        sqs = SqsBroker.from_record(state.sqs or {})
+        broker = sqs.depth()
+        control = KombuWorkerControl(sqs.broker_url, transport_options=sqs.transport_options)
     ports = ScalingPorts(
         demand=PgDemandReader.from_dsn(state.database_url),
-        broker=RedisQueueDepth.from_url(state.redis_url),
+        broker=broker,
         services=services,
         memory=JsonFileStore(memory_file(paths)),
         hibernation=FileFlag(hibernation_flag(paths)),
         publisher=RecordingPublisher(),
-        control=KombuWorkerControl(state.redis_url),
+        control=control,
         interval_s=interval_s,
     )
     return ports, services
