@@ -6,8 +6,8 @@ environment: celery 5.6, kombu 5.7 SQS transport with pycurl) publishes tasks; t
 reads the depth through :class:`SqsQueueDepth` and decides to scale up on it; a real Celery
 worker consumes every task, and the depth returns to zero.
 
-Not covered here (see README "SQS broker"): a DAG run through Airflow's Celery executor on
-SQS, and the drain's Celery remote control over SQS.
+A DAG run through Airflow's Celery executor on SQS is in test_local_sqs_broker.py; Celery
+remote control over SQS (what the drain would need) in test_sqs_broker_remote_control.py.
 """
 
 from __future__ import annotations
