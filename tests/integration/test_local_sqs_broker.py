@@ -153,6 +153,12 @@ def test_a_dag_run_goes_through_celery_on_sqs_with_workers_scaled_from_zero_on_i
     assert None not in waiting, [d["reason"] for d in decisions if _broker_waiting(d["reason"]) is None]
     assert max(w for w in waiting if w is not None) >= 1, "the autoscaler never saw a message in SQS"
     assert all(not d["errors"] for d in decisions), [d["errors"] for d in decisions if d["errors"]]
+    first_up = next(d for d in decisions if d["action"] == "scale_up" and d["current"] == 0)
+    print(
+        f"run on SQS: peak SQS depth {peak_depth}, peak workers {peak_workers}, "
+        f"highest depth the autoscaler read {max(w for w in waiting if w is not None)}; "
+        f"first scale-up: {first_up['reason']}"
+    )
 
 
 def test_without_remote_control_on_sqs_the_autoscaler_keeps_every_worker_and_says_why(
