@@ -25,6 +25,9 @@ Everything is optional; the defaults need only PostgreSQL and Redis on 127.0.0.1
   AFCTL_REDIS_URL       redis://host:port/N (default: the local server, a db number claimed
                         for this state folder; embedded redis-server as above)
   AFCTL_JOIN=1          use a database/Redis db another local environment leases (--join)
+  AFCTL_BROKER          redis (default) or sqs: Celery on SQS, at AFCTL_SQS_ENDPOINT_URL
+                        (default AWS's), AFCTL_SQS_REGION, AFCTL_SQS_QUEUE_PREFIX (default
+                        the database name + "-"); credentials from the usual AWS variables
   AFCTL_API_PORT        UI/API port (default 8080 when free, else a free one, kept)
   AFCTL_DAGS_SOURCE     git (publish committed dags/, default) or folder (working tree)
   AFCTL_DAGS_FOLDER, AFCTL_DAG_REPO_URL, _REF, _SUBDIR, _TOKEN_ENV   where DAGs come from
