@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -196,6 +196,36 @@ def test_a_past_dated_schedule_event_does_not_store_an_old_idle_time(
     assert set(clocks) == set(WORKERS)
     assert all(before <= since <= datetime.now(UTC) for since in clocks.values())
     assert services.calls == []
+
+
+def test_on_the_sqs_broker_idle_workers_are_kept_with_the_reason_and_no_error(
+    app: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN the SQS broker (its URL secret holds sqs://), 3 etl workers idle for an hour, no demand
+    monkeypatch.setenv("BROKER_TRANSPORT", "sqs")
+    services = InMemoryWorkerServices({"airflow-test-worker-etl": ServiceCounts(3, 3)})
+    ports = install_ports(app, monkeypatch, services, demand=NoDemand(), broker=EmptyBroker())
+
+    class SqsUrlSecret:
+        def read(self) -> str:
+            return "sqs://"
+
+    monkeypatch.setattr(app, "_secret", lambda secret_id: SqsUrlSecret())
+    config = AutoscalerConfig.from_env()
+    ports = replace(ports, control=app._SecretControl(config.broker_url_secret, config.broker_key_prefix))
+    monkeypatch.setattr(app, "build_runtime", lambda: (config, ports))
+    assert isinstance(ports.memory, InMemoryStore)
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    ports.memory.values["airflow-test-worker-etl"] = ScaleMemory(dict.fromkeys(WORKERS, an_hour_ago))
+    # WHEN the schedule fires
+    result = app.lambda_handler(load_event("autoscaler_schedule.json"), FakeContext())
+    # THEN every worker is kept, the decision names the missing remote control, no error counts
+    assert services.calls == []
+    decision = result["decisions"][0]
+    assert (decision["action"], decision["from"], decision["to"]) == ("hold", 3, 3)
+    assert "Celery remote control is unavailable on the SQS broker" in decision["reason"]
+    assert result["errors"] == []
+    assert emitted_metrics(capsys.readouterr().out)["ScalingErrors"] == [0]
 
 
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")
