@@ -9,6 +9,9 @@ import pytest
 
 from airflow_control_plane.errors import ConfigError
 from airflow_control_plane.local.lease import default_database_name
+from airflow_control_plane.local.paths import StatePaths
+from airflow_control_plane.local.reset import plan_reset
+from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.settings import LocalSettings
 from airflow_control_plane.local.sqs_broker import SqsBroker
 from airflow_control_plane.scaling.drain import KombuWorkerControl, RemoteControlUnavailable
@@ -96,3 +99,16 @@ def test_worker_control_on_sqs_says_remote_control_is_unavailable_before_any_cal
         control.cancel("default", ["worker-1@h"])
     with pytest.raises(RemoteControlUnavailable, match="unavailable on the SQS broker"):
         control.resume("default", ["worker-1@h"])
+
+
+def test_reset_names_the_sqs_queues_and_keeps_them(tmp_path: Path) -> None:
+    # GIVEN a state folder whose environment ran on SQS (no database or Redis recorded)
+    paths = StatePaths(tmp_path / "state")
+    paths.ensure()
+    broker = SqsBroker("us-east-1", "dev-", "http://127.0.0.1:4566")
+    RuntimeState(broker="sqs", sqs=broker.to_record()).save(paths)
+    # WHEN a reset is planned
+    plan = plan_reset(paths)
+    # THEN it deletes nothing on SQS and says so
+    kept = "SQS queues dev-* at http://127.0.0.1:4566: not deleted (delete or purge them yourself)"
+    assert f"  keep: {kept}" in plan.describe()

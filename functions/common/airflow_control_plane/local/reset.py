@@ -1,7 +1,8 @@
 """``afctl reset``: what wiping this environment removes (planned, shown, then applied).
 
 Only what is leased to this state folder is dropped: its metadata database (lease row in
-``afctl_lease``) and its Redis db (marker ``afctl:lease``). A database or Redis db another
+``afctl_lease``) and its Redis db (marker ``afctl:lease``); SQS broker queues are named, never
+deleted. A database or Redis db another
 environment leases, that this one only joined, or that holds no lease, is left alone and
 named. The state folder (credentials, keys, logs, DAG releases, embedded servers' data) is
 removed last.
@@ -78,6 +79,10 @@ def plan_reset(paths: StatePaths) -> ResetPlan:
             redis = target_r
         elif owner_r is not None:
             notes.append(f"Redis db {target_r.db}: leased to the environment in {owner_r}")
+    if state.broker == "sqs" and state.sqs:
+        # No lease marks SQS queues as this environment's (a prefix can be shared on purpose).
+        prefix, where = state.sqs.get("queue_name_prefix", ""), state.sqs.get("endpoint_url") or "AWS"
+        notes.append(f"SQS queues {prefix}* at {where}: not deleted (delete or purge them yourself)")
     return ResetPlan(paths, database, redis, tuple(notes), state.embedded_postgres, state.embedded_redis)
 
 
