@@ -150,6 +150,33 @@ def test_scheduler_side_app_installs_the_wakeup_hook_only(
     assert (wakeup, protection) == ("True", "False")
 
 
+def test_on_the_sqs_broker_a_worker_takes_no_scale_in_protection(
+    airflow_runtime: AirflowRuntime,
+    migrated_database_factory: Callable[[str], PostgresDatabase],
+    tmp_path: Path,
+) -> None:
+    # GIVEN the image's settings inside ECS (an agent URI) with the SQS broker and its transport
+    # options as template.yaml sets them (nothing is contacted: the app is only built)
+    env = container_env(airflow_runtime, tmp_path, migrated_database_factory("hooks_sqs"), "sqs://")
+    env.update(
+        ECS_AGENT_URI="http://127.0.0.1:9/api/task",
+        AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__REGION="us-east-1",
+        AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__QUEUE_NAME_PREFIX="airflow-dev-",
+        AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT="43200",
+    )
+    # WHEN Airflow builds its Celery app (what a worker runs)
+    transport, protection, skipped_for_sqs = celery_executor_app(
+        airflow_runtime,
+        env,
+        "app.connection_for_write().transport.driver_type",
+        "c.PROTECTION_INSTALLED",
+        "'SQS' in c.PROTECTION_SKIPPED",
+    )
+    # THEN no protection hook is installed: nothing could ever release it (no remote control,
+    # so no drain), and hibernate's lower desired count would not stop a protected worker
+    assert (transport, protection, skipped_for_sqs) == ("sqs", "False", "True")
+
+
 def test_worker_started_through_the_entrypoint_protects_its_task_from_start(
     airflow_runtime: AirflowRuntime,
     migrated_database_factory: Callable[[str], PostgresDatabase],

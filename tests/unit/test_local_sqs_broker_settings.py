@@ -14,7 +14,11 @@ from airflow_control_plane.local.reset import plan_reset
 from airflow_control_plane.local.runtime_state import RuntimeState
 from airflow_control_plane.local.settings import LocalSettings
 from airflow_control_plane.local.sqs_broker import SqsBroker
-from airflow_control_plane.scaling.drain import KombuWorkerControl, RemoteControlUnavailable
+from airflow_control_plane.scaling.drain import (
+    KombuWorkerControl,
+    RemoteControlUnavailable,
+    missing_remote_control,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -112,3 +116,9 @@ def test_reset_names_the_sqs_queues_and_keeps_them(tmp_path: Path) -> None:
     # THEN it deletes nothing on SQS and says so
     kept = "SQS queues dev-* at http://127.0.0.1:4566: not deleted (delete or purge them yourself)"
     assert f"  keep: {kept}" in plan.describe()
+
+
+def test_only_a_broker_with_fanout_exchanges_has_celery_remote_control() -> None:
+    # Celery's own test, made without contacting either broker
+    assert missing_remote_control("redis://127.0.0.1:9/0") == ""
+    assert "unavailable on the SQS broker" in missing_remote_control("sqs://", {"region": "us-east-1"})

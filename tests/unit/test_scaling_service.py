@@ -412,3 +412,21 @@ def test_a_broker_without_remote_control_still_scales_up() -> None:
     assert isinstance(ports.services, InMemoryWorkerServices)
     assert ports.services.calls == [("worker-etl", 3)]
     assert run.errors == ()
+
+
+def test_release_on_a_broker_without_remote_control_asks_nothing_and_says_why() -> None:
+    # GIVEN hibernate's release on a broker whose workers run no remote control (SQS): its
+    # workers hold no protection, so StopWorkers alone stops them
+    ports = make_ports(counts={}, depths={}, desired={"etl": 2})
+    assert isinstance(ports.control, InMemoryWorkerControl)
+    ports.control.unavailable = remote_control_unavailable_reason("sqs")
+    # WHEN the workers are released
+    run = release_workers(QUEUES, ports)
+    # THEN nothing is asked, released or counted down, no error counts, and each queue says why
+    assert isinstance(ports.services, InMemoryWorkerServices)
+    assert ports.services.released == {}
+    assert ports.services.calls == []
+    assert ports.control.calls == []
+    assert run.errors == ()
+    for release in run.to_dict()["released"]:
+        assert release["reason"].startswith("nothing to release: Celery remote control is unavailable")

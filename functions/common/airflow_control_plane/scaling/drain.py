@@ -65,6 +65,20 @@ def remote_control_unavailable_reason(transport: str) -> str:
     return f"Celery remote control is unavailable on the {transport} broker: no fanout exchanges"
 
 
+def missing_remote_control(broker_url: str, transport_options: Mapping[str, Any] | None = None) -> str:
+    """Why Celery workers on this broker run no remote control ("" when they do): Celery's own
+    test, the transport's support of fanout exchanges. Building the connection object contacts
+    nothing."""
+    kombu = importlib.import_module("kombu")
+    conn = kombu.Connection(broker_url, transport_options=dict(transport_options or {}))
+    try:
+        if conn.supports_exchange_type("fanout"):
+            return ""
+        return remote_control_unavailable_reason(conn.transport.driver_type)
+    finally:
+        conn.release()
+
+
 def worker_id(hostname: str) -> str:
     """The id in a worker's Celery hostname ``worker-<id>@host``: the ECS task id on AWS, the
     slot index locally."""
@@ -210,14 +224,10 @@ class KombuWorkerControl:
 
     def _require_remote_control(self) -> None:
         """Celery's own test (its worker runs the remote-control mailbox only if the transport
-        supports fanout exchanges), made before any broker call. Building the connection object
-        contacts nothing."""
-        conn = self._connection(self._url, transport_options=self._options)
-        try:
-            if not conn.supports_exchange_type("fanout"):
-                raise RemoteControlUnavailable(remote_control_unavailable_reason(conn.transport.driver_type))
-        finally:
-            conn.release()
+        supports fanout exchanges), made before any broker call."""
+        missing = missing_remote_control(self._url, self._options)
+        if missing:
+            raise RemoteControlUnavailable(missing)
 
     def _broadcast(
         self, command: str, arguments: Mapping[str, Any], destination: Sequence[str] | None

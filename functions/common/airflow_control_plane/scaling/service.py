@@ -249,6 +249,7 @@ class QueueRelease:
     service: str
     workers: tuple[str, ...]  # the workers that answered, all of them drained
     result: DrainResult | None  # None: nothing answered, or the drain failed (see errors)
+    reason: str = ""  # set when nothing could be asked: a broker without remote control
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,7 @@ class ReleaseRun:
                     "drained": list(r.result.released) if r.result else [],
                     "kept": [f"{name}: {why}" for name, why in r.result.kept] if r.result else [],
                     "desired": r.result.target if r.result else None,
+                    "reason": r.reason,
                 }
                 for r in self.releases
             ],
@@ -290,7 +292,15 @@ def release_workers(queues: Sequence[QueueScaling], ports: ScalingPorts) -> Rele
 def _release_queue(scaling: QueueScaling, ports: ScalingPorts, errors: _Errors) -> QueueRelease:
     service, queue = scaling.service, scaling.queue
     described = errors.guard(f"worker service {service} (describe)", lambda: ports.services.describe(service))
-    busy = errors.guard(f"workers of queue {queue} (Celery inspect)", lambda: ports.control.busy(queue))
+    try:
+        busy = errors.guard(
+            f"workers of queue {queue} (Celery inspect)",
+            lambda: ports.control.busy(queue),
+            passthrough=(RemoteControlUnavailable,),
+        )
+    except RemoteControlUnavailable as exc:
+        # Workers on such a broker hold no protection (celery_config): StopWorkers stops them.
+        return QueueRelease(queue, service, (), None, reason=f"nothing to release: {exc}")
     if described is None or not busy:
         return QueueRelease(queue, service, (), None)
     chosen = tuple(sorted(busy))
