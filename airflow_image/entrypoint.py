@@ -215,6 +215,36 @@ if powerful or member or reaches_metadata or not owns:
         f"CONNECT on the metadata database={reaches_metadata}, owns {name!r}={owns}"
     )
 print(f"results database {name!r}: owned by role {name!r}, which cannot connect to the metadata database")
+# Purge: Celery keeps results until celery.backend_cleanup, which only Celery beat schedules
+# and Airflow runs no beat. The executor reads a result only while its task is in flight, so
+# results older than the retention (Celery's own result_expires default, 1 day) go here, at
+# every bring-up, as the results role (the master may SET ROLE to it, see above).
+raw = os.environ.get("AIRFLOW_CELERY_RESULTS_RETENTION_HOURS", "24")
+if not raw.isdigit() or int(raw) < 1:
+    raise SystemExit(f"AIRFLOW_CELERY_RESULTS_RETENTION_HOURS must be whole hours >= 1, got {raw!r}")
+hours = int(raw)
+parts = urllib.parse.urlsplit(dsn)
+results_dsn = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
+conn = psycopg2.connect(results_dsn)
+conn.autocommit = True
+purged = 0
+with conn.cursor() as cur:
+    cur.execute(sql.SQL("SET ROLE {}").format(ident))
+    for table in ("celery_taskmeta", "celery_tasksetmeta"):
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+        if cur.fetchone()[0]:
+            cur.execute(
+                # date_done is a UTC timestamp without a time zone (Celery's model)
+                sql.SQL(
+                    "DELETE FROM {} WHERE date_done < (now() AT TIME ZONE 'UTC') - make_interval(hours => %s)"
+                ).format(
+                    sql.Identifier(table)
+                ),
+                (hours,),
+            )
+            purged += cur.rowcount
+conn.close()
+print(f"results database {name!r}: purged {purged} result(s) older than {hours} h")
 """
 
 DEFAULT_MIGRATION_WAIT_TIMEOUT_S = 300  # the migrate job runs first; 5 min absorbs a slow RDS start

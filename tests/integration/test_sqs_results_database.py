@@ -263,6 +263,22 @@ def test_db_migrate_makes_a_results_database_that_celery_on_sqs_uses_and_nothing
         ]
         owners = conn.run("SELECT DISTINCT tableowner FROM pg_tables WHERE tablename LIKE 'celery_%'")
         assert owners == [[RESULTS]]
+        # GIVEN two of those results done two days ago (Airflow runs no Celery beat to purge them)
+        conn.run(
+            "UPDATE celery_taskmeta SET date_done = date_done - interval '2 days'"
+            " WHERE id IN (SELECT id FROM celery_taskmeta ORDER BY id LIMIT 2)"
+        )
+    finally:
+        conn.close()
+    # WHEN the next bring-up's db-migrate runs
+    result = run_entrypoint(airflow_runtime, ["db-migrate"], env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    # THEN it purged exactly the results older than the retention (24 h), as the results role
+    said = result.stdout + result.stderr
+    assert f"results database '{RESULTS}': purged 2 result(s) older than 24 h" in said
+    conn = connect(RESULTS, RESULTS)
+    try:
+        assert conn.run("SELECT count(*) FROM celery_taskmeta") == [[TASKS - 2]]
     finally:
         conn.close()
 
