@@ -283,14 +283,27 @@ def test_a_failed_migration_starts_no_service(
         AFCTL_AIRFLOW_BIN=str(fake),
     )
     # WHEN `afctl up` runs (in this interpreter: the fake stands in for Airflow)
-    out = subprocess.run(
-        [sys.executable, "-m", "airflow_control_plane", "up"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "airflow_control_plane", "up"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        # The failed environment still holds the run's Redis db as its broker (its lease): let
+        # it go, as a user would with `afctl down`, so later environments of the run may use it.
+        down = subprocess.run(
+            [sys.executable, "-m", "airflow_control_plane", "down"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert down.returncode == 0, down.stdout + down.stderr
     # THEN it fails with the exit code named, and no supervisor or service was started
     assert out.returncode == 2, out.stdout + out.stderr
     assert "exit code 3" in out.stderr
