@@ -239,10 +239,28 @@ class EcsBridge:
         role = (command or list(spec.command) or [""])[0]
         env.update(self.role_env.get(role, {}))
         container = self.ecs.run(spec, suffix=f"-{task.id[:8]}", command=command, extra_env=env)
+        # ECS reports when the task started (moto has no such field); the AwsEcsExecutor reads
+        # a stopped task without it as one that never started.
+        task.started_at = datetime.now(UTC)
         with self.lock:
             self.tasks[task.id] = container
             self.task_models[task.id] = task
             self.task_states[task.id] = _Observed(True, None, None)
+
+    def stop_one_off(self, task_id: str, reason: str) -> None:
+        """StopTask of a bridged task: ``docker stop`` with its stop timeout (SIGTERM, then
+        SIGKILL), in the background as ECS stops a task; DescribeTasks then reads its exit."""
+        with self.lock:
+            container = self.tasks[task_id]
+            self.task_models[task_id].stopped_reason = reason
+        timeout = container.spec.stop_timeout or ECS_DEFAULT_STOP_TIMEOUT_S
+
+        def stop() -> None:
+            docker("stop", "-t", str(timeout), container.name, timeout=timeout + 60, check=False)
+
+        thread = threading.Thread(target=stop, name=f"stop-{container.name}", daemon=True)
+        thread.start()
+        self._stoppers.append(thread)
 
     def refresh_tasks(self, task_ids: list[str]) -> None:
         """Read the containers of these tasks; a stopped one's exit code goes into moto's task
@@ -259,7 +277,8 @@ class EcsBridge:
                         container.exitCode = state.exit_code
                         container.last_status = "STOPPED"
                     task.desired_status = "STOPPED"
-                    task.stopped_reason = "Essential container in task exited"
+                    task.stopped_reason = task.stopped_reason or "Essential container in task exited"
+                    task.stopped_at = datetime.now(UTC)
 
     def one_off_exit_codes(self) -> list[int | None]:
         """Exit code of every one-off task (RunTask) so far, oldest first (None: still running)."""
@@ -426,6 +445,26 @@ class _Patches:
             setattr(target, name, value)
 
 
+def _stop_task(bridge: EcsBridge) -> Any:
+    """StopTask: ECS's answer for an unknown task, and a bridged one-off task's container stopped."""
+    stop_task = ecs_models.EC2ContainerServiceBackend.stop_task
+
+    def bridged_stop_task(self: Any, cluster_str: str, task_str: str, reason: str) -> Any:
+        cluster = self._get_cluster(cluster_str)
+        task_id = task_str.rsplit("/", 1)[-1]
+        if not any(arn.endswith(task_id) for arn in self.tasks.get(cluster.name, {})):
+            # ECS answers an unknown task with InvalidParameterException "The referenced task was
+            # not found."; moto raises a bare Exception (HTTP 500 from its server). The
+            # AwsEcsExecutor's start-up health check stops a made-up task id and needs ECS's answer.
+            raise ecs_models.InvalidParameterException("The referenced task was not found.")
+        task = stop_task(self, cluster_str, task_str, reason)
+        if task.id in bridge.tasks and task.id not in bridge.container_tasks.values():
+            bridge.stop_one_off(task.id, reason)
+        return task
+
+    return bridged_stop_task
+
+
 def _backend_wrappers(bridge: EcsBridge) -> dict[str, Any]:
     """moto's ECS backend methods, wrapped so Docker follows them and answers them."""
     backend_cls = ecs_models.EC2ContainerServiceBackend
@@ -479,6 +518,7 @@ def _backend_wrappers(bridge: EcsBridge) -> dict[str, Any]:
         "update_service": bridged_update_service,
         "describe_services": bridged_describe_services,
         "list_tasks": bridged_list_tasks,
+        "stop_task": _stop_task(bridge),
     }
 
 
