@@ -23,6 +23,7 @@ it on ECS. Everything else is the template's.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -117,6 +118,8 @@ def _localized(spec: ContainerSpec, names: dict[str, str]) -> ContainerSpec:
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
+    # One line per request otherwise: the executor polls DescribeTasks every few seconds.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -202,6 +205,40 @@ def _query(stack: Stack, sql: str, **params: Any) -> list[list[Any]]:
         connection.close()
 
 
+def _ecs_tasks(env: EcsExecutorStack, run_id: str) -> list[tuple[int, Any, RunningContainer]]:
+    """(try number, moto's task, its container) of every RunTask the bridge saw for this run,
+    in the order they were started (the try number is the workload's, in the command override)."""
+    found = []
+    for task_id, task in env.bridge.task_models.items():
+        (override,) = task.overrides["containerOverrides"]
+        ti = json.loads(override["command"][-1])["ti"]
+        if ti["run_id"] == run_id:
+            found.append((int(ti["try_number"]), task, env.bridge.tasks[task_id]))
+    return found
+
+
+def _wait_finished(env: EcsExecutorStack, run_id: str, timeout_s: float) -> None:
+    def finished() -> bool:
+        rows = _query(env.stack, RUN_STATE, r=run_id)
+        return bool(rows) and rows[0][0] in ("success", "failed")
+
+    try:
+        poll_until(finished, timeout_s=timeout_s, interval_s=5, what="the isolated_task run to finish")
+    except TimeoutError as exc:
+        scheduler = env.services["scheduler"].logs()[-6000:]
+        raise AssertionError(f"{exc}\nscheduler:\n{scheduler}") from exc
+
+
+def _task_instances(stack: Stack, run_id: str) -> dict[str, tuple[str, int, str | None]]:
+    rows = _query(
+        stack,
+        "SELECT task_id, state, try_number, executor FROM task_instance"
+        " WHERE dag_id = 'isolated_task' AND run_id = :r",
+        r=run_id,
+    )
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+
 @pytest.mark.timeout(1200)
 def test_isolated_task_runs_its_heavy_step_in_a_container_started_by_the_executors_run_task(
     env: EcsExecutorStack,
@@ -211,28 +248,12 @@ def test_isolated_task_runs_its_heavy_step_in_a_container_started_by_the_executo
     started = time.monotonic()
     run_id = _trigger(stack, "isolated_task")
 
-    def finished() -> bool:
-        rows = _query(stack, RUN_STATE, r=run_id)
-        return bool(rows) and rows[0][0] in ("success", "failed")
-
-    try:
-        poll_until(finished, timeout_s=900, interval_s=5, what="the isolated_task run to finish")
-    except TimeoutError as exc:
-        scheduler = env.services["scheduler"].logs()[-6000:]
-        raise AssertionError(f"{exc}\nscheduler:\n{scheduler}") from exc
+    _wait_finished(env, run_id, 900)
     print(f"isolated_task run finished {time.monotonic() - started:.0f} s after the trigger")
 
     # THEN the run succeeded, every task on its first try, heavy_step through the AwsEcsExecutor
-    tis = {
-        row[0]: (row[1], row[2], row[3])
-        for row in _query(
-            stack,
-            "SELECT task_id, state, try_number, executor FROM task_instance"
-            " WHERE dag_id = 'isolated_task' AND run_id = :r",
-            r=run_id,
-        )
-    }
-    ecs_logs = "\n".join(c.logs()[-3000:] for c in env.bridge.tasks.values())
+    tis = _task_instances(stack, run_id)
+    ecs_logs = "\n".join(c.logs()[-3000:] for _, _, c in _ecs_tasks(env, run_id))
     assert tis["heavy_step"] == ("success", 1, "AwsEcsExecutor"), (tis, ecs_logs)
     assert {tis["prepare"][:2], tis["check"][:2]} == {("success", 1)}, tis
     assert {tis["prepare"][2], tis["check"][2]} <= {None, "CeleryExecutor"}, tis
@@ -243,8 +264,7 @@ def test_isolated_task_runs_its_heavy_step_in_a_container_started_by_the_executo
 
     # AND exactly one RunTask reached the bridge: the template's task definition, its subnets and
     # security group, Fargate, and the executor's command for heavy_step, try 1
-    (task_id,) = env.bridge.task_models
-    task = env.bridge.task_models[task_id]
+    ((_try, task, container),) = _ecs_tasks(env, run_id)
     assert task.task_definition_arn == env.task_definition_arn
     assert task.launch_type == "FARGATE"
     assert task.network_configuration["awsvpcConfiguration"] == {
@@ -266,15 +286,21 @@ def test_isolated_task_runs_its_heavy_step_in_a_container_started_by_the_executo
     assert {"name": "AIRFLOW_IS_EXECUTOR_CONTAINER", "value": "true"} in override.get("environment", [])
 
     # AND that RunTask started the template's ecs-task container with that command after its
-    # entry point, which exited 0, as DescribeTasks reported it
-    container = env.bridge.tasks[task_id]
+    # entry point
     assert container.spec.task_definition == "EcsExecutorTaskDefinition"
-    inspected = container.inspect()
-    config = inspected["Config"]
+    config = container.inspect()["Config"]
     assert isinstance(config, dict)
     assert [*config["Entrypoint"], *config["Cmd"]] == [*container.spec.entry_point, *command]
-    assert env.bridge.one_off_exit_codes() == [0]
-    assert task.desired_status == "STOPPED"
+    # AND the executor's DescribeTasks saw it stop with its real exit code, 0. (The task reports
+    # its own state through the Task Execution API, so the run can end before the executor's
+    # next sync reads the container's exit: wait for that sync.)
+    poll_until(
+        lambda: task.desired_status == "STOPPED",
+        timeout_s=120,
+        interval_s=1,
+        what="the executor's DescribeTasks to report the task stopped",
+    )
+    assert env.bridge.one_off_exit_codes() == [0]  # nothing else went through RunTask
     assert [c.exitCode for c in task.containers] == [0]
 
     # AND heavy_step said it ran in its own task (the executor's override, read inside the task)
@@ -286,3 +312,49 @@ def test_isolated_task_runs_its_heavy_step_in_a_container_started_by_the_executo
     )
     value = xcom[0] if isinstance(xcom[0], dict) else json.loads(xcom[0])
     assert value["where"] == "own Fargate task", value
+
+
+@pytest.mark.timeout(1200)
+def test_a_task_container_exiting_non_zero_fails_the_try_after_the_executors_attempts(
+    env: EcsExecutorStack,
+) -> None:
+    # GIVEN the ecs-task container refused by its entry point (no Task Execution API URL: it
+    # exits 2 before running anything), for heavy_step's first try only. The bridge keys
+    # per-role variables by the command's first word, which for the executor's command is "python".
+    env.bridge.role_env["python"] = {"AIRFLOW__CORE__EXECUTION_API_SERVER_URL": ""}
+    try:
+        # WHEN a run of isolated_task is triggered
+        run_id = _trigger(env.stack, "isolated_task")
+
+        # THEN the executor runs the task max_run_task_attempts (3) times, each a real container
+        # whose exit DescribeTasks reports, then gives the try up
+        def given_up() -> bool:
+            tries = _ecs_tasks(env, run_id)
+            stopped = [t for _, t, _ in tries if t.desired_status == "STOPPED"]
+            return len(stopped) >= 3 or _task_instances(env.stack, run_id).get("heavy_step", ("",))[0] in (
+                "up_for_retry",
+                "failed",
+            )
+
+        poll_until(given_up, timeout_s=300, interval_s=2, what="the executor to give try 1 up")
+    finally:
+        env.bridge.role_env.pop("python")
+    first = [(task, container) for number, task, container in _ecs_tasks(env, run_id) if number == 1]
+    assert len(first) == 3, [c.name for _, c in first]
+    for task, container in first:
+        assert container.wait_exit(60) == 2
+        assert "needs AIRFLOW__CORE__EXECUTION_API_SERVER_URL" in container.logs()
+        assert [c.exitCode for c in task.containers] == [2]
+
+    # AND the try failed, and the retry (retry_delay 1 minute) ran in a new container that exited 0
+    _wait_finished(env, run_id, 600)
+    tis = _task_instances(env.stack, run_id)
+    assert tis["heavy_step"] == ("success", 2, "AwsEcsExecutor"), tis
+    assert [(number, c.wait_exit(60)) for number, _, c in _ecs_tasks(env, run_id)] == [
+        (1, 2),
+        (1, 2),
+        (1, 2),
+        (2, 0),
+    ]
+    scheduler = env.services["scheduler"].logs()
+    assert "has failed a maximum of 3 times. Marking as failed" in scheduler
