@@ -8,7 +8,12 @@ unchanged; only moto's *models* are wrapped, so what a caller reads back is what
   definition (:class:`~tests.containers.taskdefs.ContainerSpec`), with the call's container
   overrides (command, environment). The moto task reads ``RUNNING`` while the container runs
   and ``STOPPED`` with the container's real exit code once it exits, so ``runTask.sync``
-  waits for the real job and the state machine checks its real exit code.
+  waits for the real job and the state machine checks its real exit code. The task gets a
+  ``startedAt`` (moto has none; the AwsEcsExecutor reads a stopped task without it as never
+  started).
+- ``StopTask`` of an unknown task raises ECS's ``InvalidParameterException`` ("The referenced
+  task was not found."), which the AwsEcsExecutor's start-up health check expects; moto raises a
+  bare exception (a 500 from its server). StopTask of a bridged task does not stop its container.
 - ``UpdateService`` records the desired count (moto) and then reconciles: containers are
   started up to the desired count, each as a moto task of the service (``group`` =
   ``service:<name>``, so ``ListTasks(serviceName=...)`` finds it), or stopped down to it
@@ -247,21 +252,6 @@ class EcsBridge:
             self.task_models[task.id] = task
             self.task_states[task.id] = _Observed(True, None, None)
 
-    def stop_one_off(self, task_id: str, reason: str) -> None:
-        """StopTask of a bridged task: ``docker stop`` with its stop timeout (SIGTERM, then
-        SIGKILL), in the background as ECS stops a task; DescribeTasks then reads its exit."""
-        with self.lock:
-            container = self.tasks[task_id]
-            self.task_models[task_id].stopped_reason = reason
-        timeout = container.spec.stop_timeout or ECS_DEFAULT_STOP_TIMEOUT_S
-
-        def stop() -> None:
-            docker("stop", "-t", str(timeout), container.name, timeout=timeout + 60, check=False)
-
-        thread = threading.Thread(target=stop, name=f"stop-{container.name}", daemon=True)
-        thread.start()
-        self._stoppers.append(thread)
-
     def refresh_tasks(self, task_ids: list[str]) -> None:
         """Read the containers of these tasks; a stopped one's exit code goes into moto's task
         before anything serializes it (its containers come before lastStatus in a response)."""
@@ -445,8 +435,9 @@ class _Patches:
             setattr(target, name, value)
 
 
-def _stop_task(bridge: EcsBridge) -> Any:
-    """StopTask: ECS's answer for an unknown task, and a bridged one-off task's container stopped."""
+def _stop_task() -> Any:
+    """StopTask: ECS's answer for an unknown task (a known one is moto's alone: its container is
+    not stopped)."""
     stop_task = ecs_models.EC2ContainerServiceBackend.stop_task
 
     def bridged_stop_task(self: Any, cluster_str: str, task_str: str, reason: str) -> Any:
@@ -457,10 +448,7 @@ def _stop_task(bridge: EcsBridge) -> Any:
             # not found."; moto raises a bare Exception (HTTP 500 from its server). The
             # AwsEcsExecutor's start-up health check stops a made-up task id and needs ECS's answer.
             raise ecs_models.InvalidParameterException("The referenced task was not found.")
-        task = stop_task(self, cluster_str, task_str, reason)
-        if task.id in bridge.tasks and task.id not in bridge.container_tasks.values():
-            bridge.stop_one_off(task.id, reason)
-        return task
+        return stop_task(self, cluster_str, task_str, reason)
 
     return bridged_stop_task
 
@@ -518,7 +506,7 @@ def _backend_wrappers(bridge: EcsBridge) -> dict[str, Any]:
         "update_service": bridged_update_service,
         "describe_services": bridged_describe_services,
         "list_tasks": bridged_list_tasks,
-        "stop_task": _stop_task(bridge),
+        "stop_task": _stop_task(),
     }
 
 

@@ -14,6 +14,9 @@ THEN prepare and check run on the Celery worker, and heavy_step reaches the sche
 AwsEcsExecutor, whose RunTask (the template's task definition, subnets, security group and the
 executor's command override) starts the real one-off container; DescribeTasks reports its real
 exit, and the run succeeds with heavy_step on its first try, having run in that container.
+And when the container exits non-zero (the second test), the executor's DescribeTasks reads that
+exit (moto alone reports 0 for every container), it runs the task again up to its attempts, and
+the try fails; the retry succeeds in a new container.
 
 The scheduler gets three test-only variables: ``AWS_ENDPOINT_URL`` (the moto server; every AWS
 call it makes stays in the emulated account) and dummy credentials, which its task role gives
