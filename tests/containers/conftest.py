@@ -55,11 +55,12 @@ def stack_factory(
     pg_database_factory: Callable[[str], PostgresDatabase],
     redis_database: RedisDatabase,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Callable[[], Stack]]:
-    """Build stacks (fresh database each, the run's Redis db flushed); remove every container at the end."""
+) -> Iterator[Callable[..., Stack]]:
+    """Build stacks (fresh database each, the run's Redis db flushed; template ``parameters``
+    beside the image, if any); remove every container at the end."""
     created: list[Stack] = []
 
-    def create() -> Stack:
+    def create(parameters: dict[str, str] | None = None) -> Stack:
         database = pg_database_factory("ctr")
         redis_database.client().flushdb()
         efs_root = tmp_path_factory.mktemp("efs")
@@ -71,6 +72,7 @@ def stack_factory(
             database=database,
             redis_url=redis_database.url,
             efs_root=efs_root,
+            parameters=parameters,
         )
         created.append(stack)
         return stack

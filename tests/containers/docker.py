@@ -210,7 +210,13 @@ class LocalEcs:
             ]
         else:
             args += ["--no-healthcheck"]
-        args += [spec.image, *(spec.command if command is None else command)]
+        argv = list(spec.command if command is None else command)
+        if spec.entry_point:
+            # Docker's --entrypoint takes one program; the rest of ECS's EntryPoint goes before
+            # the command, which is how ECS joins the two.
+            args += ["--entrypoint", spec.entry_point[0]]
+            argv = [*spec.entry_point[1:], *argv]
+        args += [spec.image, *argv]
         docker(*args, env=secret)
         running = RunningContainer(name, spec)
         self.started.append(running)

@@ -8,7 +8,12 @@ unchanged; only moto's *models* are wrapped, so what a caller reads back is what
   definition (:class:`~tests.containers.taskdefs.ContainerSpec`), with the call's container
   overrides (command, environment). The moto task reads ``RUNNING`` while the container runs
   and ``STOPPED`` with the container's real exit code once it exits, so ``runTask.sync``
-  waits for the real job and the state machine checks its real exit code.
+  waits for the real job and the state machine checks its real exit code. The task gets a
+  ``startedAt`` (moto has none; the AwsEcsExecutor reads a stopped task without it as never
+  started).
+- ``StopTask`` of an unknown task raises ECS's ``InvalidParameterException`` ("The referenced
+  task was not found."), which the AwsEcsExecutor's start-up health check expects; moto raises a
+  bare exception (a 500 from its server). StopTask of a bridged task does not stop its container.
 - ``UpdateService`` records the desired count (moto) and then reconciles: containers are
   started up to the desired count, each as a moto task of the service (``group`` =
   ``service:<name>``, so ``ListTasks(serviceName=...)`` finds it), or stopped down to it
@@ -239,6 +244,9 @@ class EcsBridge:
         role = (command or list(spec.command) or [""])[0]
         env.update(self.role_env.get(role, {}))
         container = self.ecs.run(spec, suffix=f"-{task.id[:8]}", command=command, extra_env=env)
+        # ECS reports when the task started (moto has no such field); the AwsEcsExecutor reads
+        # a stopped task without it as one that never started.
+        task.started_at = datetime.now(UTC)
         with self.lock:
             self.tasks[task.id] = container
             self.task_models[task.id] = task
@@ -259,7 +267,8 @@ class EcsBridge:
                         container.exitCode = state.exit_code
                         container.last_status = "STOPPED"
                     task.desired_status = "STOPPED"
-                    task.stopped_reason = "Essential container in task exited"
+                    task.stopped_reason = task.stopped_reason or "Essential container in task exited"
+                    task.stopped_at = datetime.now(UTC)
 
     def one_off_exit_codes(self) -> list[int | None]:
         """Exit code of every one-off task (RunTask) so far, oldest first (None: still running)."""
@@ -426,6 +435,24 @@ class _Patches:
             setattr(target, name, value)
 
 
+def _stop_task() -> Any:
+    """StopTask: ECS's answer for an unknown task (a known one is moto's alone: its container is
+    not stopped)."""
+    stop_task = ecs_models.EC2ContainerServiceBackend.stop_task
+
+    def bridged_stop_task(self: Any, cluster_str: str, task_str: str, reason: str) -> Any:
+        cluster = self._get_cluster(cluster_str)
+        task_id = task_str.rsplit("/", 1)[-1]
+        if not any(arn.endswith(task_id) for arn in self.tasks.get(cluster.name, {})):
+            # ECS answers an unknown task with InvalidParameterException "The referenced task was
+            # not found."; moto raises a bare Exception (HTTP 500 from its server). The
+            # AwsEcsExecutor's start-up health check stops a made-up task id and needs ECS's answer.
+            raise ecs_models.InvalidParameterException("The referenced task was not found.")
+        return stop_task(self, cluster_str, task_str, reason)
+
+    return bridged_stop_task
+
+
 def _backend_wrappers(bridge: EcsBridge) -> dict[str, Any]:
     """moto's ECS backend methods, wrapped so Docker follows them and answers them."""
     backend_cls = ecs_models.EC2ContainerServiceBackend
@@ -479,6 +506,7 @@ def _backend_wrappers(bridge: EcsBridge) -> dict[str, Any]:
         "update_service": bridged_update_service,
         "describe_services": bridged_describe_services,
         "list_tasks": bridged_list_tasks,
+        "stop_task": _stop_task(),
     }
 
 

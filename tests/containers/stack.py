@@ -92,11 +92,13 @@ def build_stack(
     efs_root: Path,
     secret_values: Mapping[str, str] | None = None,
     api_port: int | None = None,
+    parameters: Mapping[str, str] | None = None,
 ) -> Stack:
     """The template's containers against ``database`` and ``redis_url``, DAGs under
     ``efs_root`` (already published). ``secret_values`` (by secret logical id) are kept where
-    given, so a stack built again reads what the last one wrote (the Fernet key above all)."""
-    parameters = {"AirflowImageUri": image}
+    given, so a stack built again reads what the last one wrote (the Fernet key above all).
+    ``parameters`` are template parameters beside the image (``EcsExecutorEnabled``, ...)."""
+    parameters = {**(parameters or {}), "AirflowImageUri": image}
     backends = LocalBackends(
         {
             "postgresql+psycopg2": database.sqlalchemy_url,

@@ -108,6 +108,8 @@ class ContainerSpec:
     task_memory: int  # MiB
     essential: bool = True
     port_mappings: tuple[int, ...] = field(default_factory=tuple)
+    # The task definition's EntryPoint (empty: the image's); the command is its arguments.
+    entry_point: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def cpus(self) -> float:
@@ -334,6 +336,7 @@ def container_specs(
                 task_memory=int(resolver.resolve(props["Memory"])),
                 essential=bool(raw.get("Essential", True)),
                 port_mappings=tuple(int(p["ContainerPort"]) for p in raw.get("PortMappings", [])),
+                entry_point=tuple(str(part) for part in resolver.resolve(raw.get("EntryPoint", []))),
             )
 
 

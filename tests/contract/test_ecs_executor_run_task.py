@@ -112,10 +112,15 @@ def localize(value: Any, names: dict[str, str]) -> Any:
     return json.loads(text)
 
 
-def register_from_template(template: dict[str, Any], names: dict[str, str]) -> tuple[str, dict[str, Any]]:
-    """Register EcsExecutorTaskDefinition in moto, as the template declares it; return its ARN
-    and the resolved container definition."""
-    resolver = Resolver(template, PARAMETERS)
+def register_from_template(
+    template: dict[str, Any],
+    names: dict[str, str],
+    ecs: Any = None,
+    parameters: dict[str, str] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Register EcsExecutorTaskDefinition in moto (``ecs``: a client, by default the mocked
+    one), as the template declares it; return its ARN and the resolved container definition."""
+    resolver = Resolver(template, parameters or PARAMETERS)
     properties = resolver.resolve(template["Resources"]["EcsExecutorTaskDefinition"]["Properties"])
     # The EFS ids and the log group are not part of what RunTask checks; moto needs none of them real.
     request = boto_shape(
@@ -135,7 +140,7 @@ def register_from_template(template: dict[str, Any], names: dict[str, str]) -> t
     # them): give the one container the task's size, after the model check of the template's shape.
     placed = json.loads(json.dumps(request))
     placed["containerDefinitions"][0].update(cpu=int(request["cpu"]), memory=int(request["memory"]))
-    ecs = boto3.client("ecs", region_name=REGION)
+    ecs = ecs or boto3.client("ecs", region_name=REGION)
     arn = ecs.register_task_definition(**placed)["taskDefinition"]["taskDefinitionArn"]
     return str(arn), request["containerDefinitions"][0]
 
