@@ -63,6 +63,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """moto as an HTTP server on a free loopback port of its own, in this process (it shares
+    moto's in-process backends), for code that calls AWS through an endpoint URL; its URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without any AIRFLOW*/AFCTL_* setting, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AFCTL_"))}

@@ -24,6 +24,7 @@ import pytest
 from airflow_control_plane.poll import poll_until
 from tests.containers.local_aws import BridgedEnvironment, bridged_environment, bringup_input
 from tests.containers.stack import Stack
+from tests.harness import request_json
 from tests.statemachines.sfn_emulator import Execution
 
 pytestmark = pytest.mark.containers
@@ -79,22 +80,8 @@ def test_bench_bringup_and_scale_from_zero(env: BridgedEnvironment) -> None:
 
 
 def scale_from_zero(env: BridgedEnvironment) -> dict[str, Any]:
-    import json
-    import urllib.request
-
     def api(path: str, body: object | None = None, method: str = "GET", token: str = "") -> Any:
-        headers = {
-            "Content-Type": "application/json",
-            **({"Authorization": f"Bearer {token}"} if token else {}),
-        }
-        request = urllib.request.Request(  # noqa: S310 - http on loopback
-            env.stack.base_url + path,
-            data=None if body is None else json.dumps(body).encode(),
-            headers=headers,
-            method=method,
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return json.loads(response.read())
+        return request_json(env.stack.base_url + path, method=method, body=body, token=token)
 
     body = {"username": "admin", "password": env.stack.admin_password}
     token = str(api("/auth/token", body, "POST")["access_token"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,18 +98,26 @@ class BridgedEnvironment:
 
     def autoscale(self) -> dict[str, Any]:
         """One tick of the autoscaler Lambda (its schedule event), as the runtime runs it."""
-        module = load_handler_module("autoscaler")
-        # Its ECS client (built once per Lambda container) gets task protection from the agents.
-        _config, ports = module.build_runtime()
-        self.bridge.serve_task_protection(getattr(ports.services, "_client"))  # noqa: B009
-        handler = module.lambda_handler
         body, failed = invoke_like_lambda_runtime(
-            handler, "autoscaler", json.dumps(load_event("autoscaler_schedule.json"))
+            autoscaler_handler(self.bridge), "autoscaler", json.dumps(load_event("autoscaler_schedule.json"))
         )
         result = json.loads(body)
         if failed:
             raise AssertionError(f"the autoscaler Lambda failed: {result}")
         return dict(result)
+
+
+def autoscaler_handler(bridge: EcsBridge) -> Callable[[Any, Any], Any]:
+    """The autoscaler Lambda's handler, its ECS client (built once per Lambda container)
+    answered task protection by the workers' agents."""
+    module = load_handler_module("autoscaler")
+
+    def handler(event: Any, context: Any) -> Any:
+        _config, ports = module.build_runtime()
+        bridge.serve_task_protection(getattr(ports.services, "_client"))  # noqa: B009
+        return module.lambda_handler(event, context)
+
+    return handler
 
 
 def autoscaler_environment(emulator: Emulator, stack: Stack) -> dict[str, str]:
@@ -186,16 +194,8 @@ def bridged_environment(stack: Stack) -> Iterator[BridgedEnvironment]:
         workers = (
             f"[{{'queue': 'default', 'serviceName': '{emulator.service_names['worker']}', 'minimum': 0}}]"
         )
-        # Hibernate's ReleaseWorkers invokes the autoscaler Lambda; its ECS client (built once
-        # per Lambda container) gets task protection from the workers' agents.
-        autoscaler = load_handler_module("autoscaler")
-
-        def release_workers(event: Any, context: Any) -> Any:
-            _config, ports = autoscaler.build_runtime()
-            bridge.serve_task_protection(getattr(ports.services, "_client"))  # noqa: B009
-            return autoscaler.lambda_handler(event, context)
-
-        emulator.register_lambda("autoscaler", release_workers)
+        # Hibernate's ReleaseWorkers invokes the autoscaler Lambda.
+        emulator.register_lambda("autoscaler", autoscaler_handler(bridge))
         with bridged(bridge):
             yield BridgedEnvironment(
                 emulator=emulator,

@@ -45,6 +45,7 @@ from tests.containers.ecs_bridge import EcsBridge, bridged
 from tests.containers.stack import Stack
 from tests.containers.taskdefs import ContainerSpec
 from tests.contract.test_ecs_executor_run_task import register_from_template
+from tests.harness import request_json
 from tests.static.tools import load_template
 
 pytestmark = pytest.mark.containers
@@ -167,17 +168,7 @@ def env(stack_factory: Callable[..., Stack], moto_url: str) -> Iterator[EcsExecu
 
 
 def _api(stack: Stack, path: str, body: object | None = None, method: str = "GET", token: str = "") -> Any:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(  # noqa: S310 - http on loopback
-        stack.base_url + path,
-        data=None if body is None else json.dumps(body).encode(),
-        headers=headers,
-        method=method,
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        return json.loads(response.read())
+    return request_json(stack.base_url + path, method=method, body=body, token=token)
 
 
 def _trigger(stack: Stack, dag_id: str) -> str:

@@ -10,7 +10,6 @@ shutdown that lets the task succeed on its first try.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 import urllib.error
@@ -22,6 +21,7 @@ import pytest
 
 from tests.containers.conftest import Stack
 from tests.containers.docker import RunningContainer
+from tests.harness import request_json
 
 pytestmark = pytest.mark.containers
 
@@ -29,14 +29,7 @@ ONE_OFF_TIMEOUT_S = 600
 
 
 def _request(url: str, body: object | None, token: str | None, method: str) -> Any:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(  # noqa: S310 - http on loopback
-        url, data=None if body is None else json.dumps(body).encode(), headers=headers, method=method
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        return json.loads(response.read())
+    return request_json(url, method=method, body=body, token=token)
 
 
 def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, every: float = 2.0) -> None:

@@ -42,6 +42,7 @@ from tests.containers.local_aws import (
     hibernate_input,
 )
 from tests.containers.stack import Stack
+from tests.harness import get_token, request_json
 from tests.statemachines.sfn_emulator import Execution
 
 pytestmark = pytest.mark.containers
@@ -62,22 +63,11 @@ def history() -> dict[str, str]:
 
 
 def _api(stack: Stack, path: str, body: object | None = None, method: str = "GET", token: str = "") -> Any:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(  # noqa: S310 - http on loopback
-        stack.base_url + path,
-        data=None if body is None else json.dumps(body).encode(),
-        headers=headers,
-        method=method,
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        return json.loads(response.read())
+    return request_json(stack.base_url + path, method=method, body=body, token=token)
 
 
 def _token(stack: Stack) -> str:
-    body = {"username": "admin", "password": stack.admin_password}
-    return str(_api(stack, "/auth/token", body, "POST")["access_token"])
+    return get_token(stack.base_url, "admin", stack.admin_password)
 
 
 def _lambda_outputs(execution: Execution) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ import pytest
 from airflow_control_plane.poll import poll_until
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, REPO_ROOT, RedisDatabase
 from tests.containers.docker import LABEL, docker
+from tests.harness import request_json
 
 pytestmark = pytest.mark.containers
 
@@ -62,14 +63,7 @@ class Command:
 
 
 def _api(url: str, path: str, body: object | None = None, token: str = "") -> dict[str, object]:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(  # noqa: S310 - http on loopback
-        url + path, data=None if body is None else json.dumps(body).encode(), headers=headers
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        return dict(json.loads(response.read()))
+    return dict(request_json(url + path, method="GET" if body is None else "POST", body=body, token=token))
 
 
 def _runs(database_url: str) -> list[str]:

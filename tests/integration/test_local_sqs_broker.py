@@ -22,11 +22,10 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from airflow_control_plane.local.autoscaler import read_decisions
 from airflow_control_plane.local.ecs import LocalEcs
-from tests.harness import DOWN_TIMEOUT_S, LocalEnv, free_port, wait_for
+from tests.harness import DOWN_TIMEOUT_S, LocalEnv, moto_server, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,13 +41,8 @@ UNAVAILABLE = "Celery remote control is unavailable on the SQS broker"
 
 @pytest.fixture(scope="module")
 def sqs_endpoint() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

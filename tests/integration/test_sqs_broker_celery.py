@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -23,7 +22,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from airflow_control_plane.poll import poll_until
 from airflow_control_plane.scaling.broker import SqsQueueDepth, kombu_sqs_queue_name
@@ -35,6 +33,7 @@ from airflow_control_plane.scaling.hibernation import FixedFlag
 from airflow_control_plane.scaling.memory import InMemoryStore
 from airflow_control_plane.scaling.policy import Action
 from airflow_control_plane.scaling.service import ScalingPorts, evaluate
+from tests.harness import moto_server
 from tests.unit.test_scaling_service import FakeDemand
 
 pytestmark = pytest.mark.integration
@@ -51,41 +50,40 @@ CREDENTIALS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def sqs_endpoint() -> Iterator[str]:
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
+
+
+def sqs_app_settings(endpoint: str, prefix: str, queue: str) -> str:
+    """The settings of a Celery test app on moto's SQS (module source, after ``app = Celery(...)``):
+    the template's transport options (prefix, 12 h visibility) with short polls, the queue
+    predefined at the server, late acks and a prefetch of one, as Airflow runs its workers."""
+    return textwrap.dedent(
+        f"""
+        app.conf.broker_transport_options = {{
+            "region": "us-east-1", "is_secure": False, "queue_name_prefix": "{prefix}",
+            "visibility_timeout": 43200, "wait_time_seconds": 1, "polling_interval": 0.2,
+            "predefined_queues": {{"{prefix}{queue}": {{"url": "{endpoint}/123456789012/{prefix}{queue}",
+                "access_key_id": "testing", "secret_access_key": "testing"}}}},
+        }}
+        app.conf.task_default_queue = "{queue}"
+        app.conf.task_acks_late = True
+        app.conf.worker_prefetch_multiplier = 1
+        """
+    )
 
 
 def _app_module(tmp_path: Path, endpoint: str) -> Path:
     port = endpoint.rsplit(":", 1)[1]
     (tmp_path / "sqs_app.py").write_text(
-        textwrap.dedent(
+        "from pathlib import Path\n"
+        "from celery import Celery\n\n"
+        f'app = Celery("sqs_app", broker="sqs://testing:testing@127.0.0.1:{port}/")\n'
+        + sqs_app_settings(endpoint, PREFIX, QUEUE)
+        + textwrap.dedent(
             f"""
-            from pathlib import Path
-            from celery import Celery
-
-            app = Celery("sqs_app", broker="sqs://testing:testing@127.0.0.1:{port}/")
-            app.conf.broker_transport_options = {{
-                "region": "us-east-1", "is_secure": False, "queue_name_prefix": "{PREFIX}",
-                "visibility_timeout": 43200, "wait_time_seconds": 1, "polling_interval": 0.2,
-                "predefined_queues": {{"{PREFIX}{QUEUE}": {{"url": "{endpoint}/123456789012/{PREFIX}{QUEUE}",
-                    "access_key_id": "testing", "secret_access_key": "testing"}}}},
-            }}
-            app.conf.task_default_queue = "{QUEUE}"
-            app.conf.task_acks_late = True
-            app.conf.worker_prefetch_multiplier = 1
 
             @app.task
             def touch(name):

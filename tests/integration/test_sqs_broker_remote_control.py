@@ -32,11 +32,10 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from airflow_control_plane.poll import poll_until
 from airflow_control_plane.scaling.drain import KombuWorkerControl, RemoteControlUnavailable
-from tests.harness import free_port
+from tests.harness import moto_server
 
 pytestmark = pytest.mark.integration
 
@@ -51,13 +50,8 @@ CREDENTIALS = {
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 def _client(service: str, endpoint: str) -> Any:

@@ -32,7 +32,6 @@ from typing import Any
 
 import pg8000.native
 import pytest
-from moto.server import ThreadedMotoServer
 
 from airflow_control_plane.poll import poll_until
 from airflow_control_plane.scaling.broker import kombu_sqs_queue_name
@@ -45,13 +44,13 @@ from tests.containers.taskdefs import (
     resolve_secret,
     translated_template,
 )
-from tests.harness import free_port
-from tests.integration.test_sqs_broker_celery import CREDENTIALS, _keys
+from tests.harness import moto_server
+from tests.integration.test_image_roles_airflow import ENTRYPOINT, run_entrypoint
+from tests.integration.test_sqs_broker_celery import CREDENTIALS, _keys, sqs_app_settings
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-ENTRYPOINT = REPO / "airflow_image" / "entrypoint.py"
 PARAMETERS = {
     "AirflowImageUri": "airflow-ecs:local",
     "CeleryBroker": "sqs",
@@ -60,7 +59,6 @@ PARAMETERS = {
 PREFIX = "airflow-results-test-"
 QUEUE = "default"
 TASKS = 4
-CLI_TIMEOUT_S = 240
 RUN = f"{os.getpid()}_{secrets.token_hex(3)}"
 MASTER = f"acp_master_{RUN}"
 METADATA = f"acp_meta_{RUN}"
@@ -75,13 +73,8 @@ ep = load_module(ENTRYPOINT, "airflow_image_entrypoint", reuse=True)
 @pytest.fixture(scope="module")
 def sqs_endpoint() -> Iterator[str]:
     """moto's SQS on a free port of this module's own (another module's server may be running)."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @cache
@@ -154,19 +147,6 @@ def container_env(role: str, local: Local, **overrides: str) -> dict[str, str]:
     env.update({ref.name: resolve_secret(ref, local.values) for ref in spec.secrets})
     env.update(overrides)
     return env
-
-
-def run_entrypoint(
-    runtime: AirflowRuntime, args: list[str], env: dict[str, str]
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(runtime.python), str(ENTRYPOINT), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
 
 
 def refused(user: str, database: str) -> str:
@@ -285,24 +265,15 @@ def test_db_migrate_makes_a_results_database_that_celery_on_sqs_uses_and_nothing
 
 def _app_module(workdir: Path, endpoint: str, broker: str, backend: str) -> None:
     (workdir / "results_app.py").write_text(
-        textwrap.dedent(
-            f"""
-            from celery import Celery
-
-            app = Celery("results_app", broker={broker!r}, backend={backend!r})
-            app.conf.broker_transport_options = {{
-                "region": "us-east-1", "is_secure": False, "queue_name_prefix": "{PREFIX}",
-                "visibility_timeout": 43200, "wait_time_seconds": 1, "polling_interval": 0.2,
-                "predefined_queues": {{"{PREFIX}{QUEUE}": {{"url": "{endpoint}/123456789012/{PREFIX}{QUEUE}",
-                    "access_key_id": "testing", "secret_access_key": "testing"}}}},
-            }}
-            app.conf.task_default_queue = "{QUEUE}"
-            app.conf.task_acks_late = True
-            app.conf.worker_prefetch_multiplier = 1
+        "from celery import Celery\n\n"
+        f'app = Celery("results_app", broker={broker!r}, backend={backend!r})\n'
+        + sqs_app_settings(endpoint, PREFIX, QUEUE)
+        + textwrap.dedent(
+            """
 
             @app.task
             def square(i):
-                return {{"task": i, "squared": i * i}}
+                return {"task": i, "squared": i * i}
             """
         )
     )

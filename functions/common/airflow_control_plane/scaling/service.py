@@ -175,24 +175,39 @@ def _read_workers(scaling: QueueScaling, ports: ScalingPorts, errors: _Errors) -
     return WorkerCount(described.desired, described.running, views)
 
 
-def _drain(
-    decision: ScalingDecision, ports: ScalingPorts, errors: _Errors
-) -> tuple[bool, DrainResult | None]:
-    service = decision.service
+def _run_drain(
+    queue: str,
+    service: str,
+    chosen: Sequence[str],
+    current: int,
+    ports: ScalingPorts,
+    errors: _Errors,
+    what: str,
+) -> DrainResult | None:
+    """:func:`.drain.drain` of ``chosen`` through the ports, guarded (a failure is recorded in
+    ``errors`` and gives None). The count is set never below 0."""
 
     def run() -> DrainResult:
         return drain(
-            queue=decision.queue,
+            queue=queue,
             service=service,
-            chosen=decision.drain,
-            current=decision.current,
+            chosen=chosen,
+            current=current,
             control=ports.control,
             protection=ports.services,
-            set_desired=lambda count: ports.services.set_desired(service, count),
+            set_desired=lambda count: ports.services.set_desired(service, max(0, count)),
             settle_s=ports.settle_s,
         )
 
-    result = errors.guard(f"worker service {service} (drain {', '.join(decision.drain)})", run)
+    return errors.guard(f"worker service {service} ({what} {', '.join(chosen)})", run)
+
+
+def _drain(
+    decision: ScalingDecision, ports: ScalingPorts, errors: _Errors
+) -> tuple[bool, DrainResult | None]:
+    result = _run_drain(
+        decision.queue, decision.service, decision.drain, decision.current, ports, errors, "drain"
+    )
     return (result is not None and bool(result.released)), result
 
 
@@ -304,18 +319,5 @@ def _release_queue(scaling: QueueScaling, ports: ScalingPorts, errors: _Errors) 
     if described is None or not busy:
         return QueueRelease(queue, service, (), None)
     chosen = tuple(sorted(busy))
-
-    def run() -> DrainResult:
-        return drain(
-            queue=queue,
-            service=service,
-            chosen=chosen,
-            current=described.desired,
-            control=ports.control,
-            protection=ports.services,
-            set_desired=lambda count: ports.services.set_desired(service, max(0, count)),
-            settle_s=ports.settle_s,
-        )
-
-    result = errors.guard(f"worker service {service} (release {', '.join(chosen)})", run)
+    result = _run_drain(queue, service, chosen, described.desired, ports, errors, "release")
     return QueueRelease(queue, service, chosen, result)
